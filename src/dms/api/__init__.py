@@ -1,0 +1,1 @@
+"""HTTP API: thin blueprints that parse, call the engine and serialize."""

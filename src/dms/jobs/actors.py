@@ -1,0 +1,58 @@
+"""Actors: plain functions taking ids, declared on whichever broker the process uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from flask import Flask
+
+from dms.jobs.broker import QUEUE
+from dms.jobs.outbox import deliver
+from dms.services import services
+
+# name -> (function, dramatiq options); every actor is safe to run twice.
+REGISTRY: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
+
+
+def actor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a job function under `name` with dramatiq options."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        REGISTRY[name] = (fn, options)
+        return fn
+
+    return wrap
+
+
+@actor("send_mail", max_retries=20, min_backoff=1_000, max_backoff=300_000)
+def send_mail(outbox_id: int) -> None:
+    """Deliver one outbox message (retried with backoff while SMTP is down)."""
+    svc = services()
+    deliver(svc.db.engine, svc.mailer, outbox_id)
+
+
+def declare_actors(broker: dramatiq.Broker, app: Callable[[], Flask]) -> dict[str, dramatiq.Actor]:
+    """Declare every registered actor on `broker`, each running inside `app()`'s context."""
+    declared = {}
+    for name, (fn, options) in REGISTRY.items():
+        declared[name] = dramatiq.Actor(
+            _in_app_context(fn, app),
+            broker=broker,
+            actor_name=name,
+            queue_name=QUEUE,
+            priority=0,
+            options=dict(options),
+        )
+    return declared
+
+
+def _in_app_context(fn: Callable[..., Any], app: Callable[[], Flask]) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with app().app_context():
+            return fn(*args, **kwargs)
+
+    run.__name__ = fn.__name__
+    run.__module__ = fn.__module__
+    return run

@@ -1,0 +1,65 @@
+"""The mail outbox: a row per message, written in the transaction that decides to send it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from dms.mailer import Mailer
+from dms.tables import outbox
+
+log = logging.getLogger("dms.jobs")
+
+
+def add_message(
+    conn: Connection, recipient: str, subject: str, body: str, job_id: str | None = None
+) -> int:
+    """Queue a message in the caller's transaction and return its outbox id."""
+    return int(
+        conn.execute(
+            insert(outbox)
+            .values(recipient=recipient, subject=subject, body=body, job_id=job_id)
+            .returning(outbox.c.id)
+        ).scalar_one()
+    )
+
+
+def deliver(engine: Engine, mailer: Mailer, outbox_id: int) -> bool:
+    """Send one outbox message unless already sent; return True if it was sent now."""
+    try:
+        with engine.begin() as conn:
+            # The row lock keeps two deliveries of the same message from both sending it.
+            row = conn.execute(
+                select(outbox)
+                .where(outbox.c.id == outbox_id, outbox.c.sent_at.is_(None))
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                return False
+            mailer.send(row.recipient, row.subject, row.body)
+            conn.execute(
+                update(outbox).where(outbox.c.id == outbox_id).values(sent_at=datetime.now(UTC))
+            )
+    except Exception as exc:
+        # Recorded after the rollback released the row lock; the broker retries with backoff.
+        _record_failure(engine, outbox_id, exc)
+        raise
+    return True
+
+
+def _record_failure(engine: Engine, outbox_id: int, exc: Exception) -> None:
+    log.warning("mail %s not sent yet: %s", outbox_id, exc)
+    with engine.begin() as conn:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == outbox_id)
+            .values(attempts=outbox.c.attempts + 1, last_error=str(exc)[:500])
+        )
+
+
+def unsent(engine: Engine) -> list[int]:
+    """Return the ids of messages not sent yet (for the periodic sweep)."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(outbox.c.id).where(outbox.c.sent_at.is_(None))).scalars())

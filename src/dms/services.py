@@ -1,0 +1,56 @@
+"""The per-app service container: settings, database, broker, actors and mailer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from flask import current_app
+
+from dms.db import Database
+from dms.mailer import Mailer
+
+
+@dataclass
+class Services:
+    """Everything a request or a job needs, built once by `create_app`."""
+
+    config: dict[str, Any]
+    db: Database
+    broker: dramatiq.Broker
+    actors: dict[str, dramatiq.Actor]
+    mailer: Mailer
+    worker: dramatiq.Worker | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def enqueue(self, actor_name: str, *args: Any, **options: Any) -> None:
+        """Send a message for `actor_name`; the database stays the source of truth."""
+        self.actors[actor_name].send_with_options(args=args, **options)
+
+    def readiness_problems(self) -> list[str]:
+        """Return what is unreachable (database, broker); empty when ready."""
+        problems = []
+        try:
+            self.db.ping()
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            problems.append("database unreachable")
+        client = getattr(self.broker, "client", None)
+        if client is not None:
+            try:
+                client.ping()
+            except Exception:  # noqa: BLE001
+                problems.append("broker unreachable")
+        return problems
+
+    def close(self) -> None:
+        """Stop the in-process worker and close pooled connections."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        self.db.dispose()
+
+
+def services() -> Services:
+    """Return the current app's services."""
+    return current_app.extensions["dms"]

@@ -1,0 +1,1 @@
+"""DMS test suite."""

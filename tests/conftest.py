@@ -1,0 +1,199 @@
+"""Fixtures: a real PostgreSQL (DMS_TEST_DATABASE_URL or the embedded one), apps, clients, users."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from dms import create_app, migrate
+from dms.auth.users import create_user
+from dms.embedded import start_embedded
+
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
+PASSWORD = "correct horse battery"
+_counter = itertools.count()
+
+
+def _plain(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Return a URL to a PostgreSQL server we may create databases on."""
+    url = os.environ.get("DMS_TEST_DATABASE_URL")
+    if url:
+        return url
+    return start_embedded(tmp_path_factory.mktemp("embedded") / "pg", database="postgres")
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """Create a fresh, migrated database for this test session and drop it afterwards."""
+    name = f"dms_test_{uuid.uuid4().hex[:10]}"
+    admin = _plain(server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def base_config(database_url: str, var_dir: str) -> dict[str, Any]:
+    """Return the settings every test app starts from."""
+    return {
+        "TESTING": True,
+        "DMS_DATABASE_URL": database_url,
+        "DMS_SECRET_KEY": SECRET,
+        "DMS_VAR_DIR": var_dir,
+        "DMS_BROKER_URL": None,
+        "DMS_INPROCESS_WORKER": False,
+        "MAIL_SERVER": None,
+    }
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """Return the session's app, on a migrated database."""
+    application = create_app(base_config(database_url, str(tmp_path_factory.mktemp("var"))))
+    migrate.upgrade(application.extensions["dms"].db.engine)
+    yield application
+    application.extensions["dms"].close()
+
+
+@pytest.fixture
+def make_app(app: Flask, database_url: str, tmp_path: Any) -> Iterator[Callable[..., Flask]]:
+    """Return a factory of extra apps with setting overrides, closed after the test."""
+    made: list[Flask] = []
+
+    def factory(**overrides: Any) -> Flask:
+        config = base_config(database_url, str(tmp_path / f"var{len(made)}"))
+        config.update(overrides)
+        made.append(create_app(config))
+        return made[-1]
+
+    yield factory
+    for application in made:
+        application.extensions["dms"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Return a test client of the session app."""
+    return app.test_client()
+
+
+def unique_name(prefix: str = "user") -> str:
+    """Return a username no other test uses."""
+    return f"{prefix}{next(_counter)}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def make_user(app: Flask) -> Callable[..., Any]:
+    """Return a factory that creates a user with PASSWORD."""
+
+    def factory(admin: bool = False, name: str | None = None) -> Any:
+        engine = app.extensions["dms"].db.engine
+        username = name or unique_name()
+        return create_user(engine, username, f"{username}@example.com", PASSWORD, is_admin=admin)
+
+    return factory
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    """Log in and return the token pair."""
+    response = client.post("/api/token/", json={"username": username, "password": password})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Return an Authorization header for `token`."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def auth(client: FlaskClient, make_user: Callable[..., Any]) -> dict[str, str]:
+    """Return Authorization headers for a fresh ordinary user."""
+    return bearer(login(client, make_user().username)["access"])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Return the test Redis URL; skip on a laptop without one, fail in CI."""
+    url = os.environ.get("DMS_TEST_REDIS_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set DMS_TEST_REDIS_URL")
+        pytest.skip("no DMS_TEST_REDIS_URL (Redis tests run in CI)")
+    return url
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+
+    def __init__(self, port: int | None = None) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[Any] = []
+        self.port = port or _free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        """Keep the message (aiosmtpd handler hook)."""
+        from email import message_from_bytes
+
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def start(self) -> SmtpSink:
+        """Start listening."""
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening."""
+        self.controller.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    """Return a running SMTP sink."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)

@@ -1,0 +1,176 @@
+"""Tokens: login, every bad-token case, rotation with reuse detection, revoke, throttling."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt as pyjwt
+import pytest
+
+from tests.conftest import PASSWORD, SECRET, bearer, login
+
+PROTECTED = "/api/token/revoke/"
+
+
+def assert_401(response):
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    body = response.get_json()
+    assert body["status"] == 401 and body["code"] == "unauthorized" and body["message"]
+    return body
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_login_returns_tokens_that_open_protected_endpoints(client, make_user):
+    user = make_user()
+    pair = login(client, user.username)
+    assert set(pair) == {"access", "refresh"}
+    assert client.post(PROTECTED, headers=bearer(pair["access"])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"username": "nobody-here", "password": PASSWORD}, {"username": "x", "password": ""}],
+)
+def test_bad_credentials_answer_401(client, body):
+    assert_401(client.post("/api/token/", json=body))
+
+
+def test_wrong_password_for_existing_user_answers_401(client, make_user):
+    user = make_user()
+    assert_401(client.post("/api/token/", json={"username": user.username, "password": "nope"}))
+
+
+@pytest.mark.parametrize("body", [{}, {"username": 5, "password": []}, {"username": "a"}])
+def test_login_with_malformed_body_answers_400(client, body):
+    response = client.post("/api/token/", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "validation_error"
+
+
+def _tokens(client, make_user):
+    return login(client, make_user().username)
+
+
+def test_missing_header_answers_401(client):
+    assert_401(client.post(PROTECTED))
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer", "Bearer ", "Bearer abc", "Bearer a.b.c", "Basic dXNlcjpwYXNz", "Token x", "bearer"],
+)
+def test_malformed_authorization_answers_401(client, header):
+    assert_401(client.post(PROTECTED, headers={"Authorization": header}))
+
+
+def test_tampered_payload_answers_401(client, make_user):
+    access = _tokens(client, make_user)["access"]
+    header, payload, signature = access.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["adm"] = True
+    assert_401(client.post(PROTECTED, headers=bearer(f"{header}.{_b64(claims)}.{signature}")))
+
+
+def test_token_signed_with_another_key_answers_401(client, make_user):
+    access = _tokens(client, make_user)["access"]
+    claims = pyjwt.decode(access, options={"verify_signature": False})
+    forged = pyjwt.encode(claims, "another-secret-that-is-also-long-enough-000", algorithm="HS256")
+    assert_401(client.post(PROTECTED, headers=bearer(forged)))
+
+
+def test_alg_none_token_answers_401(client, make_user):
+    access = _tokens(client, make_user)["access"]
+    claims = pyjwt.decode(access, options={"verify_signature": False})
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+    assert_401(client.post(PROTECTED, headers=bearer(unsigned)))
+
+
+def test_refresh_token_used_as_access_answers_401(client, make_user):
+    refresh = _tokens(client, make_user)["refresh"]
+    assert_401(client.post(PROTECTED, headers=bearer(refresh)))
+
+
+def test_expired_token_answers_401(client, make_user):
+    access = _tokens(client, make_user)["access"]
+    claims = pyjwt.decode(access, options={"verify_signature": False})
+    claims["exp"] = int(time.time()) - 10
+    expired = pyjwt.encode(claims, SECRET, algorithm="HS256")
+    body = assert_401(client.post(PROTECTED, headers=bearer(expired)))
+    assert "expired" in body["message"]
+
+
+def test_refresh_rotates_and_the_old_refresh_token_dies(client, make_user):
+    first = _tokens(client, make_user)
+    second = client.post("/api/token/refresh/", json={"refresh": first["refresh"], "extra": 1})
+    assert second.status_code == 200
+    pair = second.get_json()
+    assert pair["refresh"] != first["refresh"]
+    assert client.post(PROTECTED, headers=bearer(pair["access"])).status_code == 200
+
+
+def test_reusing_a_spent_refresh_token_revokes_the_whole_family(client, make_user):
+    first = _tokens(client, make_user)
+    second = client.post("/api/token/refresh/", json={"refresh": first["refresh"]}).get_json()
+    assert_401(client.post("/api/token/refresh/", json={"refresh": first["refresh"]}))
+    # the descendant refresh token and the family's access tokens are dead too
+    assert_401(client.post("/api/token/refresh/", json={"refresh": second["refresh"]}))
+    assert_401(client.post(PROTECTED, headers=bearer(second["access"])))
+
+
+def test_other_logins_survive_a_revoked_family(client, make_user):
+    user = make_user()
+    one, two = login(client, user.username), login(client, user.username)
+    client.post(PROTECTED, headers=bearer(one["access"]))
+    assert client.post(PROTECTED, headers=bearer(two["access"])).status_code == 200
+
+
+def test_revoke_kills_the_access_token_and_its_refresh_family(client, make_user):
+    pair = _tokens(client, make_user)
+    assert client.post(PROTECTED, headers=bearer(pair["access"])).status_code == 200
+    assert_401(client.post(PROTECTED, headers=bearer(pair["access"])))
+    assert_401(client.post("/api/token/refresh/", json={"refresh": pair["refresh"]}))
+
+
+@pytest.mark.parametrize("body", [{}, {"refresh": 3}, {"refresh": ""}])
+def test_refresh_without_a_token_answers_400(client, body):
+    assert client.post("/api/token/refresh/", json=body).status_code == 400
+
+
+def test_access_token_given_to_refresh_answers_401(client, make_user):
+    access = _tokens(client, make_user)["access"]
+    assert_401(client.post("/api/token/refresh/", json={"refresh": access}))
+
+
+def test_garbage_refresh_token_answers_401(client):
+    assert_401(client.post("/api/token/refresh/", json={"refresh": "not-a-token"}))
+
+
+def test_ten_failed_logins_answer_429_across_processes(client, make_user, make_app):
+    user = make_user()
+    other = make_app().test_client()  # a second app: its own pool, like another process
+    bad = {"username": user.username, "password": "wrong-password"}
+    for i in range(10):
+        assert_401((client if i % 2 else other).post("/api/token/", json=bad))
+    good = {"username": user.username, "password": PASSWORD}
+    for c in (client, other):
+        response = c.post("/api/token/", json=good)
+        assert response.status_code == 429
+        assert response.get_json()["code"] == "rate_limited"
+        assert int(response.headers["Retry-After"]) > 0
+
+
+def test_a_successful_login_resets_the_failure_count(client, make_user):
+    user = make_user()
+    bad = {"username": user.username, "password": "wrong-password"}
+    for _ in range(9):
+        client.post("/api/token/", json=bad)
+    login(client, user.username)
+    for _ in range(9):
+        assert_401(client.post("/api/token/", json=bad))
+    login(client, user.username)

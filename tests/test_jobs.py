@@ -1,0 +1,100 @@
+"""Broker and mail switches: in-process StubBroker worker, Redis with a real `dramatiq` worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from dms.tables import outbox
+from tests.conftest import SECRET, SmtpSink, _free_port, wait_for
+
+
+def _sent(app, outbox_id):
+    with app.extensions["dms"].db.engine.connect() as conn:
+        return conn.execute(select(outbox).where(outbox.c.id == outbox_id)).one()
+
+
+def _queue_test_mail(app, recipient):
+    result = app.test_cli_runner().invoke(args=["mail", "send-test", "--to", recipient])
+    assert result.exit_code == 0, result.output
+    return int(result.output.split()[-1])
+
+
+def test_without_mail_server_mail_goes_to_var_mail_through_the_inprocess_worker(make_app):
+    app = make_app(DMS_INPROCESS_WORKER=True)
+    outbox_id = _queue_test_mail(app, "someone@example.com")
+    maildir = Path(app.config["DMS_VAR_DIR"]) / "mail"
+    files = wait_for(lambda: list(maildir.glob("*.eml")))
+    assert len(files) == 1
+    text = files[0].read_text()
+    assert "To: someone@example.com" in text and "Subject: DMS test message" in text
+    assert wait_for(lambda: _sent(app, outbox_id).sent_at)
+
+
+def test_mail_server_down_then_up_delivers_exactly_once(make_app):
+    port = _free_port()
+    app = make_app(DMS_INPROCESS_WORKER=True, MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
+    outbox_id = _queue_test_mail(app, "later@example.com")
+    wait_for(lambda: _sent(app, outbox_id).attempts >= 1)
+    assert _sent(app, outbox_id).sent_at is None
+    sink = SmtpSink(port).start()
+    try:
+        wait_for(lambda: _sent(app, outbox_id).sent_at, timeout=30)
+        assert len(sink.messages) == 1
+        assert sink.messages[0]["To"] == "later@example.com"
+    finally:
+        sink.stop()
+
+
+@pytest.fixture
+def dramatiq_worker(redis_url, database_url, tmp_path, smtp):
+    """Start a real `dramatiq dms.jobs` worker process on Redis, mailing to the SMTP sink."""
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        **os.environ,
+        "DMS_BROKER_URL": redis_url,
+        "DMS_DATABASE_URL": database_url,
+        "DMS_SECRET_KEY": SECRET,
+        "DMS_VAR_DIR": str(tmp_path / "worker-var"),
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": str(smtp.port),
+    }
+    bindir = Path(sys.executable).parent
+    proc = subprocess.Popen(
+        [str(bindir / "dramatiq"), "dms.jobs", "--processes", "1", "--threads", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.redis
+def test_redis_broker_and_a_real_worker_process_deliver_over_smtp(
+    make_app, redis_url, dramatiq_worker, smtp
+):
+    app = make_app(DMS_BROKER_URL=redis_url)
+    assert app.test_client().get("/readyz").status_code == 200
+    outbox_id = _queue_test_mail(app, "ops@example.com")
+    wait_for(lambda: smtp.messages, timeout=60)
+    assert smtp.messages[0]["Subject"] == "DMS test message"
+    assert wait_for(lambda: _sent(app, outbox_id).sent_at)
+    assert len(smtp.messages) == 1
+
+
+@pytest.mark.redis
+def test_readyz_answers_503_when_the_broker_is_unreachable(make_app):
+    app = make_app(DMS_BROKER_URL=f"redis://127.0.0.1:{_free_port()}/0")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert "broker" in response.get_json()["message"]
