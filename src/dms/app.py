@@ -13,18 +13,20 @@ import click
 import dramatiq
 from flask import Flask, Response, g, request
 
-from dms.api import auth, ops
+from dms.api import auth, ops, schemas
 from dms.api.errors import register_error_handlers
 from dms.api.identity import init_jwt, require_token
 from dms.api.jsonio import OrjsonProvider
 from dms.config import build_config
 from dms.db import open_database
+from dms.engine.catalog import Catalog
+from dms.engine.ddl import Limits, Schemas
 from dms.jobs.actors import declare_actors
 from dms.jobs.broker import build_broker
 from dms.mailer import Mailer
 from dms.services import Services
 
-BLUEPRINTS = (ops.bp, auth.bp)
+BLUEPRINTS = (ops.bp, auth.bp, schemas.bp)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -37,12 +39,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     db = open_database(app.config)
     broker = build_broker(app.config["DMS_BROKER_URL"])
+    catalog = Catalog()
+    limits = Limits(
+        max_columns=int(app.config["DMS_MAX_COLUMNS"]),
+        max_tables=int(app.config["DMS_MAX_TABLES"]),
+        lock_timeout_ms=int(app.config["DMS_LOCK_TIMEOUT_MS"]),
+    )
     svc = Services(
         config=app.config,
         db=db,
         broker=broker,
         actors=declare_actors(broker, lambda: app),
         mailer=Mailer(app),
+        catalog=catalog,
+        schemas=Schemas(db.engine, catalog, limits),
     )
     app.extensions["dms"] = svc
 

@@ -139,5 +139,7 @@ def mail_send_test(recipient: str) -> None:
 
 def register_cli(app: Flask) -> None:
     """Attach the command groups to `app`."""
-    for group in (db_cli, users_cli, mail_cli):
+    from dms.cli_tables import tables_cli
+
+    for group in (db_cli, users_cli, mail_cli, tables_cli):
         app.cli.add_command(group)

@@ -14,7 +14,7 @@ from dms.embedded import start_embedded
 
 
 class Database:
-    """Carry the engine (no hidden globals); `engine` runs in transactions, `reader` in autocommit."""
+    """Carry the engine (no hidden globals): `engine` for transactions, `reader` autocommit."""
 
     def __init__(self, url: str, *, pool_size: int = 10, statement_timeout_ms: int = 5000) -> None:
         self.url = url

@@ -16,7 +16,7 @@ DATABASE_NAME = "dms"
 
 
 def start_embedded(pgdata: Path, database: str = DATABASE_NAME) -> str:
-    """Start (or reuse) the embedded server in `pgdata` and return a SQLAlchemy URL to `database`."""
+    """Start (or reuse) the embedded server in `pgdata`; return a SQLAlchemy URL to `database`."""
     with warnings.catch_warnings():
         # platformdirs warns about a missing XDG_RUNTIME_DIR on servers; it is harmless here.
         warnings.simplefilter("ignore")

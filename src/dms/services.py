@@ -9,6 +9,8 @@ import dramatiq
 from flask import current_app
 
 from dms.db import Database
+from dms.engine.catalog import Catalog
+from dms.engine.ddl import Schemas
 from dms.mailer import Mailer
 
 
@@ -21,6 +23,8 @@ class Services:
     broker: dramatiq.Broker
     actors: dict[str, dramatiq.Actor]
     mailer: Mailer
+    catalog: Catalog
+    schemas: Schemas
     worker: dramatiq.Worker | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
