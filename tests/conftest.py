@@ -13,11 +13,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from psycopg import sql
+from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
 from dms import create_app, migrate
-from dms.auth.users import create_user
+from dms.auth.users import User, hash_password
 from dms.embedded import start_embedded
+from dms.tables import users
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
@@ -101,14 +103,31 @@ def unique_name(prefix: str = "user") -> str:
     return f"{prefix}{next(_counter)}_{uuid.uuid4().hex[:6]}"
 
 
-@pytest.fixture
-def make_user(app: Flask) -> Callable[..., Any]:
-    """Return a factory that creates a user with PASSWORD."""
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    """Return PASSWORD's argon2id hash, computed once (hashing is slow on purpose)."""
+    return hash_password(PASSWORD)
 
-    def factory(admin: bool = False, name: str | None = None) -> Any:
+
+@pytest.fixture
+def make_user(app: Flask, password_hash: str) -> Callable[..., Any]:
+    """Return a factory that creates a user with PASSWORD (stored as the real service does)."""
+
+    def factory(admin: bool = False, name: str | None = None) -> User:
         engine = app.extensions["dms"].db.engine
         username = name or unique_name()
-        return create_user(engine, username, f"{username}@example.com", PASSWORD, is_admin=admin)
+        with engine.begin() as conn:
+            user_id = conn.execute(
+                insert(users)
+                .values(
+                    username=username,
+                    email=f"{username}@example.com",
+                    password_hash=password_hash,
+                    is_admin=admin,
+                )
+                .returning(users.c.id)
+            ).scalar_one()
+        return User(user_id, username, f"{username}@example.com", admin)
 
     return factory
 
