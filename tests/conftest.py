@@ -216,3 +216,78 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
         time.sleep(interval)
+
+
+class WorkerProcess:
+    """A real `dramatiq dms.jobs` worker process (its own process group, so it can be killed)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "dramatiq"),
+                "dms.jobs",
+                "--processes",
+                "1",
+                "--threads",
+                "2",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the whole worker process group."""
+        import os
+
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM) and wait."""
+        import signal
+
+        self.signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: no cleanup runs, as when a host dies."""
+        import signal
+
+        self.signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def start_worker(
+    redis_url: str, database_url: str, tmp_path: Any
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Return a factory of real worker processes on Redis; all are stopped after the test."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    started: list[WorkerProcess] = []
+
+    def factory(**env: str) -> WorkerProcess:
+        full = {
+            **os.environ,
+            "DMS_BROKER_URL": redis_url,
+            "DMS_DATABASE_URL": database_url,
+            "DMS_SECRET_KEY": SECRET,
+            "DMS_VAR_DIR": str(tmp_path / "worker-var"),
+            **env,
+        }
+        started.append(WorkerProcess(full))
+        return started[-1]
+
+    yield factory
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.stop()

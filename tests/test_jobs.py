@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from dms.tables import outbox
-from tests.conftest import SECRET, SmtpSink, _free_port, wait_for
+from tests.conftest import SmtpSink, _free_port, wait_for
 
 
 def _sent(app, outbox_id):
@@ -53,36 +48,11 @@ def test_mail_server_down_then_up_delivers_exactly_once(make_app):
         sink.stop()
 
 
-@pytest.fixture
-def dramatiq_worker(redis_url, database_url, tmp_path, smtp):
-    """Start a real `dramatiq dms.jobs` worker process on Redis, mailing to the SMTP sink."""
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "DMS_BROKER_URL": redis_url,
-        "DMS_DATABASE_URL": database_url,
-        "DMS_SECRET_KEY": SECRET,
-        "DMS_VAR_DIR": str(tmp_path / "worker-var"),
-        "MAIL_SERVER": "127.0.0.1",
-        "MAIL_PORT": str(smtp.port),
-    }
-    bindir = Path(sys.executable).parent
-    proc = subprocess.Popen(
-        [str(bindir / "dramatiq"), "dms.jobs", "--processes", "1", "--threads", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
-
-
 @pytest.mark.redis
 def test_redis_broker_and_a_real_worker_process_deliver_over_smtp(
-    make_app, redis_url, dramatiq_worker, smtp
+    make_app, redis_url, start_worker, smtp
 ):
+    start_worker(MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp.port))
     app = make_app(DMS_BROKER_URL=redis_url)
     assert app.test_client().get("/readyz").status_code == 200
     outbox_id = _queue_test_mail(app, "ops@example.com")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
+import hmac
 import logging
 import uuid
 from collections.abc import Mapping
@@ -13,7 +15,7 @@ import click
 import dramatiq
 from flask import Flask, Response, g, request
 
-from dms.api import auth, ops, schemas
+from dms.api import auth, crud, imports, ops, schemas
 from dms.api.errors import register_error_handlers
 from dms.api.identity import init_jwt, require_token
 from dms.api.jsonio import OrjsonProvider
@@ -21,12 +23,14 @@ from dms.config import build_config
 from dms.db import open_database
 from dms.engine.catalog import Catalog
 from dms.engine.ddl import Limits, Schemas
+from dms.engine.records import Records
 from dms.jobs.actors import declare_actors
 from dms.jobs.broker import build_broker
+from dms.jobs.sweeper import start_sweeper
 from dms.mailer import Mailer
 from dms.services import Services
 
-BLUEPRINTS = (ops.bp, auth.bp, schemas.bp)
+BLUEPRINTS = (ops.bp, auth.bp, schemas.bp, crud.bp, imports.bp)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -53,6 +57,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         mailer=Mailer(app),
         catalog=catalog,
         schemas=Schemas(db.engine, catalog, limits),
+        records=Records(db.engine, db.reader, catalog, cursor_key(app.config["DMS_SECRET_KEY"])),
     )
     app.extensions["dms"] = svc
 
@@ -69,8 +74,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_cli(app)
     if _wants_inprocess_worker(app):
         svc.worker = _start_worker(broker, int(app.config["DMS_WORKER_THREADS"]))
+        svc.extras["sweeper"] = start_sweeper(
+            lambda: svc, float(app.config["DMS_SWEEP_INTERVAL_SECONDS"])
+        )
         atexit.register(svc.close)
     return app
+
+
+def cursor_key(secret: str) -> bytes:
+    """Return the key that signs pagination cursors (derived, never the token key itself)."""
+    return hmac.new(secret.encode(), b"dms-cursor-v1", hashlib.sha256).digest()
 
 
 def _configure_flask(app: Flask) -> None:

@@ -139,7 +139,8 @@ def mail_send_test(recipient: str) -> None:
 
 def register_cli(app: Flask) -> None:
     """Attach the command groups to `app`."""
+    from dms.cli_import import import_command
     from dms.cli_tables import tables_cli
 
-    for group in (db_cli, users_cli, mail_cli, tables_cli):
+    for group in (db_cli, users_cli, mail_cli, tables_cli, import_command):
         app.cli.add_command(group)

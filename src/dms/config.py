@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "DMS_INPROCESS_WORKER": True,  # only used when DMS_BROKER_URL is unset
     "DMS_WORKER_THREADS": 2,
     "DMS_PUBLIC_URL": "http://127.0.0.1:8000",
+    "DMS_JOB_STALE_SECONDS": 60,  # a running job without a heartbeat this long is re-queued
+    "DMS_SWEEP_INTERVAL_SECONDS": 30,
+    "DMS_IMPORT_BATCH_ROWS": 20000,  # rows per committed batch (and checkpoint)
     "MAIL_SERVER": None,
     "MAIL_PORT": 25,
     "MAIL_USERNAME": None,

@@ -19,21 +19,15 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, statement_timeout_ms: int = 5000) -> None:
         self.url = url
         self.statement_timeout_ms = statement_timeout_ms
-        self.engine: Engine = create_engine(
+        self.engine: Engine = _create(url, pool_size, options="-c TimeZone=UTC")
+        # Reads get their own pool: autocommit (no BEGIN/COMMIT round trips on the hot path) and
+        # a statement timeout that must never apply to DDL or imports.
+        self._read_pool = _create(
             url,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=True,  # a PostgreSQL restart costs one failed request, not a restart
-            pool_recycle=3600,
-            connect_args={
-                "application_name": "dms",
-                "connect_timeout": 5,
-                # Timestamps without a zone mean UTC whatever the server's default is.
-                "options": "-c TimeZone=UTC",
-            },
+            pool_size,
+            options=f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout_ms)}",
         )
-        # Reads run in autocommit: no BEGIN/COMMIT round trips on the hot path.
-        self.reader: Engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.reader: Engine = self._read_pool.execution_options(isolation_level="AUTOCOMMIT")
 
     def ping(self) -> None:
         """Run a trivial query; raises when the database is unreachable."""
@@ -43,6 +37,19 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        self._read_pool.dispose()
+
+
+def _create(url: str, pool_size: int, *, options: str) -> Engine:
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # a PostgreSQL restart costs one failed request, not a restart
+        pool_recycle=3600,
+        # Timestamps without a zone mean UTC, whatever the server's default is.
+        connect_args={"application_name": "dms", "connect_timeout": 5, "options": options},
+    )
 
 
 def database_url(config: Mapping[str, Any]) -> str:

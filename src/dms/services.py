@@ -11,6 +11,7 @@ from flask import current_app
 from dms.db import Database
 from dms.engine.catalog import Catalog
 from dms.engine.ddl import Schemas
+from dms.engine.records import Records
 from dms.mailer import Mailer
 
 
@@ -25,6 +26,7 @@ class Services:
     mailer: Mailer
     catalog: Catalog
     schemas: Schemas
+    records: Records
     worker: dramatiq.Worker | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -49,6 +51,9 @@ class Services:
 
     def close(self) -> None:
         """Stop the in-process worker and close pooled connections."""
+        sweeper = self.extras.pop("sweeper", None)
+        if sweeper is not None:
+            sweeper.set()
         if self.worker is not None:
             self.worker.stop()
             self.worker = None

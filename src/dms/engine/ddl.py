@@ -383,7 +383,11 @@ class Schemas:
                 "columns must be a list of 1-32 column names",
                 errors={"columns": ["must be a list of 1-32 column names"]},
             )
-        names = tuple(table.column(_column_name(c)).name for c in columns)
+        # `id` may close an index, e.g. (filter, sort, id) for cursor pages.
+        names = tuple(
+            "id" if _column_name(c) == "id" else table.column(_column_name(c)).name
+            for c in columns
+        )
         if len(set(names)) != len(names):
             raise ValidationFailed("a column is listed twice", errors={"columns": ["duplicate"]})
         return names

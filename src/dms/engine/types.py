@@ -251,6 +251,10 @@ class JsonbType(ColumnType):
     from_text = staticmethod(conv.parse_json)
     from_json = staticmethod(conv.check_json)
 
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        """Return JSONB where Python None is SQL NULL (so isnull filters see it), not 'null'."""
+        return pg.JSONB(none_as_null=True)
+
 
 Factory = Callable[[tuple[int, ...]], ColumnType]  # params -> type; raises InvalidType
 

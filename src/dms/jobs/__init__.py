@@ -15,6 +15,7 @@ from flask import Flask
 
 from dms.jobs.actors import declare_actors
 from dms.jobs.broker import build_broker
+from dms.jobs.sweeper import start_sweeper
 
 
 @cache
@@ -25,6 +26,16 @@ def worker_app() -> Flask:
     return create_app({"DMS_INPROCESS_WORKER": False})
 
 
+class SweeperMiddleware(dramatiq.Middleware):
+    """Start the periodic sweep (stale jobs, unsent mail) in every worker process."""
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Start the sweeper thread once the worker runs."""
+        config = worker_app().config
+        start_sweeper(lambda: worker_app().extensions["dms"], config["DMS_SWEEP_INTERVAL_SECONDS"])
+
+
 broker = build_broker(os.environ.get("DMS_BROKER_URL"))
+broker.add_middleware(SweeperMiddleware())
 dramatiq.set_broker(broker)
 actors = declare_actors(broker, worker_app)

@@ -8,8 +8,9 @@ from typing import Any
 import dramatiq
 from flask import Flask
 
+from dms.engine import importing
 from dms.jobs.broker import QUEUE
-from dms.jobs.outbox import deliver
+from dms.jobs.outbox import deliver, job_owner_email, unsent_for_job
 from dms.services import services
 
 # name -> (function, dramatiq options); every actor is safe to run twice.
@@ -31,6 +32,27 @@ def send_mail(outbox_id: int) -> None:
     """Deliver one outbox message (retried with backoff while SMTP is down)."""
     svc = services()
     deliver(svc.db.engine, svc.mailer, outbox_id)
+
+
+# Imports of big files run long; a dead worker is detected by its heartbeat, not a time limit.
+@actor(
+    "run_import", max_retries=50, min_backoff=1_000, max_backoff=60_000, time_limit=24 * 3_600_000
+)
+def run_import(job_id: str) -> None:
+    """Run (or resume) one import job, then send its end-of-job mail."""
+    svc = services()
+    # ImportBusy and database outages raise: dramatiq retries with backoff, and the job
+    # resumes from its last committed checkpoint.
+    importing.run_import(
+        svc.db.engine,
+        svc.catalog,
+        job_id,
+        batch_rows=int(svc.config["DMS_IMPORT_BATCH_ROWS"]),
+        mail_to=job_owner_email(svc.db.engine, job_id),
+        public_url=svc.config["DMS_PUBLIC_URL"],
+    )
+    for outbox_id in unsent_for_job(svc.db.engine, job_id):
+        svc.enqueue("send_mail", outbox_id)
 
 
 def declare_actors(broker: dramatiq.Broker, app: Callable[[], Flask]) -> dict[str, dramatiq.Actor]:

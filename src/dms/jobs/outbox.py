@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from dms.mailer import Mailer
-from dms.tables import outbox
+from dms.tables import import_jobs, outbox, users
 
 log = logging.getLogger("dms.jobs")
 
@@ -59,7 +59,32 @@ def _record_failure(engine: Engine, outbox_id: int, exc: Exception) -> None:
         )
 
 
-def unsent(engine: Engine) -> list[int]:
+def unsent(engine: Engine, older_than_s: float = 0) -> list[int]:
     """Return the ids of messages not sent yet (for the periodic sweep)."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
     with engine.connect() as conn:
-        return list(conn.execute(select(outbox.c.id).where(outbox.c.sent_at.is_(None))).scalars())
+        return list(
+            conn.execute(
+                select(outbox.c.id).where(outbox.c.sent_at.is_(None), outbox.c.created_at < cutoff)
+            ).scalars()
+        )
+
+
+def unsent_for_job(engine: Engine, job_id: str) -> list[int]:
+    """Return the unsent message ids of one job (at most one: job_id is unique)."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(outbox.c.id).where(outbox.c.job_id == job_id, outbox.c.sent_at.is_(None))
+            ).scalars()
+        )
+
+
+def job_owner_email(engine: Engine, job_id: str) -> str | None:
+    """Return the email address of the user who uploaded `job_id`."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(users.c.email)
+            .join(import_jobs, import_jobs.c.user_id == users.c.id)
+            .where(import_jobs.c.id == job_id)
+        ).scalar()

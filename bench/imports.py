@@ -1,0 +1,206 @@
+"""Import benchmark: a full DMS import (HTTP upload until the job ends, gunicorn + Redis +
+`dramatiq dms.jobs` worker) against PostgreSQL's own COPY of the same valid rows into an
+identical fresh table. Prints both times, the ratio and the peak RSS of web and worker.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg
+import redis
+from tests.csvfiles import BENCH_FIELDS, HEADER, good_row, make_csv
+
+from bench.common import ROOT, SECRET, fresh_database, gunicorn, plain, token
+
+SIZES = [int(n) for n in os.environ.get("BENCH_IMPORT_ROWS", "100000,1000000").split(",")]
+REDIS_URL = os.environ.get("DMS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+COPY_DDL = (
+    "CREATE TABLE {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, "
+    "email text UNIQUE, qty integer, price numeric(10,2), active boolean, born date, "
+    "seen timestamp)"
+)
+
+
+def write_files(rows: int, folder: Path) -> tuple[Path, Path, int, int]:
+    """Write the DMS file (1% bad rows) and the valid-rows-only file for COPY."""
+    data, bad_lines, good = make_csv(rows, bad_every=100)
+    dms_file = folder / f"dms-{rows}.csv"
+    dms_file.write_bytes(data)
+    valid = folder / f"valid-{rows}.csv"
+    with valid.open("w") as out:
+        out.write(HEADER + "\n")
+        for i in range(rows):
+            if i % 100 != 99:
+                out.write(good_row(i) + "\n")
+    return dms_file, valid, good, len(bad_lines)
+
+
+def copy_seconds(url: str, valid: Path) -> float:
+    """Time PostgreSQL's COPY of the valid rows into a fresh identical table."""
+    table = f"copy_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(plain(url)) as conn:
+        conn.execute(COPY_DDL.format(t=table))
+        conn.commit()
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                f"COPY {table} (name, email, qty, price, active, born, seen) "
+                "FROM STDIN (FORMAT csv, HEADER true)"
+            ) as copy,
+            valid.open("rb") as handle,
+        ):
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                copy.write(block)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute(f"DROP TABLE {table}")
+        conn.commit()
+    return elapsed
+
+
+def _multipart(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="table_name"\r\n\r\n'
+        f'people\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{path.name}"\r\nContent-Type: text/csv\r\n\r\n'
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        with path.open("rb") as handle:
+            yield from iter(lambda: handle.read(1 << 20), b"")
+        yield tail
+
+    return body(), len(head) + path.stat().st_size + len(tail)
+
+
+def dms_seconds(base: str, auth: str, path: Path) -> tuple[float, dict]:
+    """Time upload-until-ended of one file through the HTTP API and a worker."""
+    headers = {"Authorization": f"Bearer {auth}"}
+    conn = http.client.HTTPConnection(urlparse(base).netloc, timeout=600)
+    conn.request(
+        "POST",
+        "/schemas/create_table/",
+        json.dumps({"table_name": "people", "fields": BENCH_FIELDS}).encode(),
+        {**headers, "Content-Type": "application/json"},
+    )
+    conn.getresponse().read()
+    boundary = uuid.uuid4().hex
+    body, length = _multipart(path, boundary)
+    started = time.perf_counter()
+    conn.request(
+        "POST",
+        "/import/upload/",
+        body=body,
+        headers={
+            **headers,
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(length),
+        },
+    )
+    response = conn.getresponse()
+    job = json.loads(response.read())
+    assert response.status == 202, job
+    while True:
+        conn.request("GET", f"/import/jobs/{job['job_id']}/", headers=headers)
+        status = json.loads(conn.getresponse().read())
+        if status["status"] not in ("queued", "running"):
+            return time.perf_counter() - started, status
+        time.sleep(0.05)
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    """Return the largest VmHWM (peak resident set) among `pids`, in MB."""
+    peak = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except FileNotFoundError:
+            continue
+    return peak / 1024
+
+
+def children(pid: int) -> list[int]:
+    """Return `pid` and all its descendants."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+    return [pid, *(c for child in out for c in children(int(child)))]
+
+
+def main() -> None:
+    """Run the import benchmark for each size."""
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in SIZES:
+            dms_file, valid, good, bad = write_files(rows, Path(tmp))
+            with fresh_database("dms_bench_import") as url:
+                env = {
+                    **os.environ,
+                    "DMS_DATABASE_URL": url,
+                    "DMS_SECRET_KEY": SECRET,
+                    "DMS_BROKER_URL": REDIS_URL,
+                }
+                worker = subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "dramatiq"),
+                        "dms.jobs",
+                        "--processes",
+                        "1",
+                        "--threads",
+                        "1",
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    start_new_session=True,
+                )
+                try:
+                    with gunicorn(url, workers=2, extra_env={"DMS_BROKER_URL": REDIS_URL}) as base:
+                        web_pid = int(
+                            subprocess.run(
+                                ["pgrep", "-f", f"gunicorn.*{urlparse(base).port}"],
+                                capture_output=True,
+                                text=True,
+                            ).stdout.split()[0]
+                        )
+                        auth = token(base)
+                        time.sleep(2)  # let the worker boot before the clock starts
+                        seconds, status = dms_seconds(base, auth, dms_file)
+                        web_rss = peak_rss_mb(children(web_pid)[1:])
+                        worker_rss = peak_rss_mb(children(worker.pid)[1:])
+                finally:
+                    os.killpg(worker.pid, 15)
+                    worker.wait(timeout=60)
+                copy = copy_seconds(url, valid)
+            assert (status["rows_imported"], status["rows_rejected"]) == (good, bad), status
+            results.append((rows, seconds, copy, worker_rss, web_rss))
+            print(
+                f"{rows:>9,} rows: DMS {seconds:6.2f}s  COPY {copy:6.2f}s  "
+                f"ratio {seconds / copy:4.2f}x  worker peak RSS {worker_rss:5.0f} MB  "
+                f"web peak RSS {web_rss:5.0f} MB",
+                flush=True,
+            )
+    print(
+        "\n(DMS: HTTP upload until the job has ended, 1% bad rows rejected and reported; "
+        "COPY: the valid rows only, into an identical fresh table)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Read benchmark: `read_records` and `create_record` under gunicorn vs the same SQL via psycopg.
+
+Builds a table of BENCH_ROWS rows (default 1M), then for each scenario prints unloaded p50 of
+the API and of the direct SQL (and the API's overhead), and loaded requests/s, p50, p99 driven
+by wrk from a second process on loopback (bounded: a few seconds per scenario).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Any
+from urllib.parse import urlencode, urlparse
+
+import psycopg
+from sqlalchemy import create_engine, text
+
+from bench.common import fresh_database, gunicorn, percentile, plain, token
+from dms.engine.catalog import Catalog
+from dms.engine.ddl import Schemas
+from dms.engine.query import compile_read, parse_read_params
+
+ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+SAMPLES = 300
+FILTER = json.dumps({"category": 7})
+
+
+def build(url: str) -> Any:
+    """Create the bench table with ROWS rows and its indexes; return its definition."""
+    engine = create_engine(url)
+    schemas = Schemas(engine, Catalog())
+    with engine.connect() as conn:
+        owner = conn.execute(text("SELECT id FROM dms_users WHERE username='bench'")).scalar_one()
+    table = schemas.create_table(
+        owner,
+        "items",
+        {
+            "category": "int not null",
+            "name": "text",
+            "price": "numeric(10,2) not null",
+            "created": "date",
+        },
+    )
+    target = f'"{table.pg_schema}"."items"'
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f"INSERT INTO {target} (category, name, price, created) "
+                "SELECT g % 100, 'item ' || g, (g % 100000) / 100.0, date '2020-01-01' + g % 1500 "
+                f"FROM generate_series(1, {ROWS}) g"
+            )
+        )
+    schemas.create_index(owner, "items", ["category", "price", "id"])
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"VACUUM ANALYZE {target}"))
+    engine.dispose()
+    return table
+
+
+def scenarios(base: str, auth: str) -> dict[str, dict[str, str]]:
+    """Return name -> query parameters (a cursor page is found by paging once)."""
+    common = {"table_name": "items", "filters": FILTER, "sort_by": "price", "limit": "50"}
+    out = {
+        "filter+sort+limit 50, count=exact": {**common},
+        "filter+sort+limit 50, count=estimated": {**common, "count": "estimated"},
+        "filter+sort+limit 50, count=none": {**common, "count": "none"},
+        "deep offset 5000, count=none": {**common, "offset": "5000", "count": "none"},
+    }
+    page = _get(base, auth, {**common, "count": "none", "offset": "4950"})
+    cursor = json.loads(page)["next_cursor"]
+    out["cursor page at depth 5000, count=none"] = {**common, "count": "none", "cursor": cursor}
+    return out
+
+
+def _get(base: str, auth: str, params: dict[str, str]) -> bytes:
+    conn = http.client.HTTPConnection(urlparse(base).netloc)
+    conn.request(
+        "GET",
+        "/crud/read_records/?" + urlencode(params),
+        headers={"Authorization": f"Bearer {auth}"},
+    )
+    return conn.getresponse().read()
+
+
+def api_p50(base: str, auth: str, method: str, path: str, body: bytes | None) -> float:
+    """Return the unloaded p50 (ms) of one request, over one keep-alive connection."""
+    conn = http.client.HTTPConnection(urlparse(base).netloc)
+    headers = {"Authorization": f"Bearer {auth}", "Content-Type": "application/json"}
+    timings = []
+    for _ in range(SAMPLES):
+        started = time.perf_counter()
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        timings.append(time.perf_counter() - started)
+        assert response.status < 300, response.status
+    return percentile(timings, 0.5) * 1000
+
+
+def sql_p50(url: str, statements: list[tuple[str, Any]]) -> float:
+    """Return the p50 (ms) of running the same statements directly with psycopg."""
+    timings = []
+    with psycopg.connect(plain(url), autocommit=True) as conn:
+        for _ in range(SAMPLES):
+            started = time.perf_counter()
+            for sql_text, params in statements:
+                conn.execute(sql_text, params).fetchall()
+            timings.append(time.perf_counter() - started)
+    return percentile(timings, 0.5) * 1000
+
+
+def statements_for(url: str, table: Any, params: dict[str, str]) -> list[tuple[str, Any]]:
+    """Return the SQL (with parameters) the API runs for these query parameters."""
+    engine = create_engine(url)
+    read = parse_read_params(params)
+    compiled = compile_read(table.table, table.types, read, cursor_key=b"k" * 32)
+    out = []
+    for stmt in (compiled.select, compiled.count if read.count == "exact" else None):
+        if stmt is not None:
+            c = stmt.compile(dialect=engine.dialect)
+            out.append((str(c), c.params))
+    if read.count == "estimated":
+        c = compiled.select.compile(dialect=engine.dialect)
+        out.append(("EXPLAIN (FORMAT JSON) " + str(c), c.params))
+    engine.dispose()
+    return out
+
+
+def wrk(url: str, auth: str, script: str | None = None) -> tuple[float, float, float]:
+    """Drive `url` with wrk (2 threads, 8 connections); return req/s, p50 ms, p99 ms."""
+    cmd = ["wrk", "-t2", "-c8", f"-d{SECONDS}s", "--latency", "-H", f"Authorization: Bearer {auth}"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return rate, _latency(out, "50%"), _latency(out, "99%")
+
+
+def _latency(out: str, label: str) -> float:
+    value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def main() -> None:
+    """Run every scenario and print one table."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("the read bench needs wrk (Debian: apt-get install wrk)")
+    with fresh_database("dms_bench_reads") as url:
+        started = time.monotonic()
+        table = build(url)
+        print(f"built {ROWS:,} rows in {time.monotonic() - started:.1f}s")
+        with gunicorn(url) as base:
+            auth = token(base)
+            rows = []
+            for name, params in scenarios(base, auth).items():
+                path = "/crud/read_records/?" + urlencode(params)
+                api = api_p50(base, auth, "GET", path, None)
+                direct = sql_p50(url, statements_for(url, table, params))
+                rows.append((name, *wrk(base + path, auth), api, direct))
+            body = json.dumps(
+                {
+                    "table_name": "items",
+                    "data": {
+                        "category": 1,
+                        "name": "new",
+                        "price": "1.50",
+                        "created": "2024-01-01",
+                    },
+                }
+            )
+            api = api_p50(base, auth, "POST", "/crud/create_record/", body.encode())
+            insert_sql = (
+                f'INSERT INTO "{table.pg_schema}"."items" (category, name, price, created)'
+                " VALUES (1, 'new', 1.50, '2024-01-01') RETURNING *"
+            )
+            direct = sql_p50(url, [(insert_sql, None)])
+            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+                lua.write(
+                    'wrk.method = "POST"\nwrk.body = '
+                    + json.dumps(body)
+                    + '\nwrk.headers["Content-Type"] = "application/json"\n'
+                )
+            rows.append(
+                ("create_record", *wrk(base + "/crud/create_record/", auth, lua.name), api, direct)
+            )
+    print(
+        f"\n{'scenario':42} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'API p50':>8} {'SQL p50':>8} {'overhead':>8}  (unloaded, ms)"
+    )
+    for name, rate, p50, p99, api, direct in rows:
+        print(
+            f"{name:42} {rate:8.0f} {p50:7.2f} {p99:7.2f} | {api:8.2f} {direct:8.2f} "
+            f"{api - direct:8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Parsed CSV records -> batches of COPY text, each column converted by its type's `from_csv`.
+
+Work is done a column of a batch at a time so that the per-value loop runs in C (`map` over the
+registry's converter); a value that does not convert costs one exception and the loop resumes
+after it. Rules for cells: an empty cell is the column's default if it has one, else NULL; NULL
+into a not-null column is a row error ("required"). Every bad field of a row is reported; the
+row counts once in `rejected`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any, NamedTuple
+
+from dms.engine.catalog import TableDef
+from dms.engine.csvreader import Record
+from dms.engine.types import ColumnSpec, TextType
+
+__all__ = ["Batch", "ErrorRow", "ImportPlan", "PlanError"]
+
+NULL = "\\N"  # COPY text format's NULL
+VALUE_CHARS = 200  # a rejected value is reported truncated to this many characters
+REQUIRED = "required: the column is not null and has no default"
+# COPY text format: backslash, tab, newline and carriage return must be escaped in data.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_SPECIAL = ("\\", "\t", "\n", "\r")
+
+
+class ErrorRow(NamedTuple):
+    """One reported problem: physical line, column (None for the whole row), value, message."""
+
+    line: int
+    column: str | None
+    value: str | None
+    message: str
+
+
+class PlanError(Exception):
+    """Raised when the file's columns no longer fit the table (it changed since the upload)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    index: int  # position in the CSV record
+    name: str
+    convert: Callable[[str], str] | None  # None: the text is stored as it is
+    empty: str | None  # value for an empty cell (the default), None for NULL
+    required: bool
+    unique: bool
+
+
+@dataclass(slots=True)
+class Batch:
+    """Converted rows ready for COPY, the rows' lines and unique keys, and the rejected rows."""
+
+    rows: list[str]  # one COPY text line per good row, without its newline
+    lines: list[int]  # physical line of each good row
+    keys: list[list[str | None]]  # per unique column, each good row's value (None = NULL)
+    errors: list[ErrorRow]
+    records: int  # records read: good + rejected
+    rejected: int  # rows rejected here (a row may have several errors)
+    end_offset: int  # resume point after the batch's last record
+    end_line: int
+
+
+class ImportPlan:
+    """How the CSV fields of one job map onto a table's columns and their converters."""
+
+    def __init__(self, table: TableDef, columns: list[str | None]) -> None:
+        by_name = {c.name: c for c in table.columns}
+        gone = [name for name in columns if name is not None and name not in by_name]
+        if gone:
+            raise PlanError(f"column(s) no longer in table {table.name!r}: {', '.join(gone)}")
+        mapped = {name for name in columns if name is not None}
+        missing = [
+            c.name
+            for c in table.columns
+            if not c.spec.nullable and not c.spec.has_default and c.name not in mapped
+        ]
+        if missing:
+            raise PlanError(f"required column(s) missing from the file: {', '.join(missing)}")
+        self.width = len(columns)
+        self.fields = tuple(
+            _field(index, name, by_name[name].spec)
+            for index, name in enumerate(columns)
+            if name is not None
+        )
+        self.names = [f.name for f in self.fields]
+        self.unique = [f.name for f in self.fields if f.unique]
+
+    def batches(
+        self, records: Iterable[Record], batch_rows: int, *, skip_header: bool
+    ) -> Iterator[Batch]:
+        """Return an iterator of converted batches of at most `batch_rows` records."""
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        errors: list[ErrorRow] = []
+        count = 0
+        last: Record | None = None
+        for record in records:
+            if skip_header:
+                skip_header = False
+                continue
+            if record.fields is None:
+                errors.append(ErrorRow(record.line, None, None, record.error or "unreadable row"))
+            else:
+                rows.append(record.fields)
+                lines.append(record.line)
+            count += 1
+            if count >= batch_rows:
+                yield self.convert(rows, lines, errors, record)
+                rows, lines, errors, count = [], [], [], 0
+            last = record
+        if count and last is not None:
+            yield self.convert(rows, lines, errors, last)
+
+    def convert(
+        self, rows: list[list[str]], lines: list[int], errors: list[ErrorRow], last: Record
+    ) -> Batch:
+        """Return the batch of `rows` (good records) and `errors` (unreadable ones)."""
+        records = len(rows) + len(errors)
+        rejected_rows = len(errors)
+        bad: set[int] = set()
+        columns: list[list[str]] = []
+        keys: list[list[str | None]] = []
+        for field in self.fields:
+            column, failed = self._column(field, rows)
+            for i, message in failed:
+                value = rows[i][field.index][:VALUE_CHARS] or None
+                errors.append(ErrorRow(lines[i], field.name, value, message))
+                bad.add(i)
+            if field.unique:
+                keys.append(column)
+            columns.append(_copy_texts(column))
+        if not columns:  # every field ignored: each row is all defaults
+            copy_rows = [""] * len(rows)
+        else:
+            copy_rows = list(map("\t".join, zip(*columns, strict=True)))
+        if bad:
+            keep = [i for i in range(len(rows)) if i not in bad]
+            copy_rows = [copy_rows[i] for i in keep]
+            lines = [lines[i] for i in keep]
+            keys = [[key[i] for i in keep] for key in keys]
+            rejected_rows += len(bad)
+        return Batch(
+            copy_rows, lines, keys, errors, records, rejected_rows, last.end_offset, last.end_line
+        )
+
+    def _column(
+        self, field: _Field, rows: list[list[str]]
+    ) -> tuple[list[Any], list[tuple[int, str]]]:
+        """Return the field's converted values (None = NULL) and (row, message) failures."""
+        values: list[Any] = list(map(itemgetter(field.index), rows))
+        has_empty = "" in values
+        failed: list[tuple[int, str]] = []
+        convert = field.convert
+        if convert is not None:
+            if has_empty:
+                inner = convert
+
+                def convert(text: str) -> str:
+                    return inner(text) if text else text
+
+            values, failed = _convert_all(convert, values)
+        if has_empty:
+            for i in _positions(values, ""):
+                values[i] = field.empty
+                if field.empty is None and field.required:
+                    failed.append((i, REQUIRED))
+        return values, failed
+
+
+def _field(index: int, name: str, spec: ColumnSpec) -> _Field:
+    # Text cannot fail: csvreader already turned NUL and undecodable bytes into row errors.
+    convert = None if type(spec.type) is TextType else spec.type.from_csv
+    empty = None
+    if spec.has_default and spec.default is not None:
+        empty = spec.type.from_csv(_default_text(spec.default, spec.type.name == "jsonb"))
+    return _Field(index, name, convert, empty, not spec.nullable, spec.unique)
+
+
+def _default_text(value: object, is_json: bool) -> str:
+    """Return a column default (a Python value from the registry) as CSV text."""
+    if is_json:
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date | time):
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    return str(value)
+
+
+def _convert_all(
+    convert: Callable[[str], str], values: list[str]
+) -> tuple[list[Any], list[tuple[int, str]]]:
+    """Return map(convert, values) with None where it raised, and the (index, message) list."""
+    out: list[Any] = []
+    failed: list[tuple[int, str]] = []
+    it = iter(values)
+    while True:
+        try:
+            # list.extend keeps what was appended before a converter raised; `it` resumes after
+            # the bad value, so the loop stays in C except for one exception per bad value.
+            out.extend(map(convert, it))
+            return out, failed
+        except ValueError as exc:  # ConversionError and any other refusal of a value
+            failed.append((len(out), str(exc) or "not a valid value"))
+            out.append(None)
+
+
+def _positions(values: list[Any], target: object) -> Iterator[int]:
+    """Return the indexes of `target` in `values` (list.index scans in C)."""
+    i = -1
+    while True:
+        try:
+            i = values.index(target, i + 1)
+        except ValueError:
+            return
+        yield i
+
+
+def _copy_texts(values: list[Any]) -> list[str]:
+    """Return values as COPY text fields: escaped, NULL for None."""
+    present = "\x00".join(filter(None, values))  # NUL never occurs in a good value
+    if any(special in present for special in _SPECIAL):
+        return [NULL if v is None else v.translate(_ESCAPES) for v in values]
+    out = values if None not in values else values.copy()
+    for i in _positions(out, None):
+        out[i] = NULL
+    return out

@@ -1,0 +1,464 @@
+"""Run CSV import jobs: claim the job, resume from its checkpoint, load in batches, end once.
+
+One dedicated connection per run holds two session-level advisory locks: the job's (so two
+deliveries of one job never both import) and the table's (so DDL answers table_busy). With
+on_error=skip each batch's rows, its error rows and the job's counters and checkpoint commit in
+one transaction, so a crash between batches loses nothing and doubles nothing. With
+on_error=abort the rows load in one transaction that commits only if no row was bad; progress
+and the error report go through short side transactions and a retry restarts from the top.
+The transaction that ends a job also queues its one mail in the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RootTransaction, delete, func, select, text, update
+
+from dms.engine.catalog import Catalog, TableDef
+from dms.engine.csvreader import read_records
+from dms.engine.errors import InvalidRequest, TableNotFound
+from dms.engine.import_plan import Batch, ImportPlan, PlanError
+from dms.engine.loader import Loader, Prefetch, stream_chunks
+from dms.engine.locks import hold_table_for_import, release_table_for_import
+from dms.jobs.outbox import add_message
+from dms.tables import import_errors, import_jobs, outbox
+
+__all__ = ["ImportBusy", "ImportOutcome", "reap_stale_jobs", "request_cancel", "run_import"]
+
+JOB_LOCK_CLASS = 0x444D55  # advisory lock class of import jobs (tables use 0x444D53)
+ACTIVE = ("queued", "running")
+MAIL_ERRORS = 10
+_JOB_LOCK = "pg_try_advisory_lock(:k, hashtext(:j))"
+# True while no session holds the job's advisory lock (two-int form: objsubid 2).
+_LOCK_FREE = (
+    "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.classid = :k AND l.objid = hashtext(dms_import_jobs.id)::oid AND l.objsubid = 2)"
+)
+
+Progress = Callable[[Any], None]
+
+
+class ImportBusy(Exception):
+    """Raised when the table's import lock is held (DDL or another import): retry later."""
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What a run did: the job's status and counts; ran=False when it did nothing."""
+
+    job_id: str
+    status: str
+    rows_imported: int
+    rows_rejected: int
+    ran: bool
+
+
+def run_import(
+    engine: Engine,
+    catalog: Catalog,
+    job_id: str,
+    *,
+    batch_rows: int = 20_000,
+    mail_to: str | None = None,
+    public_url: str = "",
+    on_progress: Progress | None = None,
+) -> ImportOutcome:
+    """Run or resume import job `job_id` to its end; raise ImportBusy if the table is held."""
+    run = _Run(engine, catalog, job_id, max(1, batch_rows), mail_to, public_url, on_progress)
+    try:
+        return run.run()
+    finally:
+        run.release()
+
+
+def request_cancel(engine: Engine, job_id: str) -> None:
+    """Ask a job that has not ended to stop at its next batch."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(import_jobs)
+            .where(
+                import_jobs.c.id == job_id,
+                import_jobs.c.status.in_(("uploading", *ACTIVE)),
+            )
+            .values(cancel_requested=True)
+        )
+
+
+def reap_stale_jobs(engine: Engine, *, stale_after_s: float = 60) -> list[str]:
+    """Re-queue jobs a dead worker left running, and return those plus long-queued job ids."""
+    free = text(_LOCK_FREE).bindparams(k=JOB_LOCK_CLASS)
+    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, float(stale_after_s))
+    with engine.begin() as conn:
+        dead = conn.execute(
+            update(import_jobs)
+            .where(
+                import_jobs.c.status == "running",
+                func.coalesce(import_jobs.c.heartbeat_at, import_jobs.c.created_at) < cutoff,
+                free,
+            )
+            .values(status="queued", heartbeat_at=func.now())
+            .returning(import_jobs.c.id)
+        ).scalars()
+        stale = list(dead)
+        # Touching heartbeat_at spaces out re-deliveries of a job whose message was lost.
+        lost = conn.execute(
+            update(import_jobs)
+            .where(
+                import_jobs.c.status == "queued",
+                func.coalesce(import_jobs.c.heartbeat_at, import_jobs.c.created_at) < cutoff,
+                free,
+            )
+            .values(heartbeat_at=func.now())
+            .returning(import_jobs.c.id)
+        ).scalars()
+        return stale + [job_id for job_id in lost if job_id not in stale]
+
+
+class _Run:
+    """One attempt at one job, on one dedicated connection."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        catalog: Catalog,
+        job_id: str,
+        batch_rows: int,
+        mail_to: str | None,
+        public_url: str,
+        on_progress: Progress | None,
+    ) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.job_id = job_id
+        self.batch_rows = batch_rows
+        self.mail_to = mail_to
+        self.public_url = public_url.rstrip("/")
+        self.on_progress = on_progress
+        self.conn = engine.connect()
+        self.job_locked = False
+        self.table_locked: int | None = None
+
+    # --- claim ----------------------------------------------------------------------------
+
+    def run(self) -> ImportOutcome:
+        conn = self.conn
+        with conn.begin():
+            self.job_locked = bool(
+                conn.execute(
+                    text(f"SELECT {_JOB_LOCK}"), {"k": JOB_LOCK_CLASS, "j": self.job_id}
+                ).scalar()
+            )
+        if not self.job_locked:
+            return self._outcome(ran=False)  # another worker is running it right now
+        with conn.begin():
+            job = conn.execute(
+                select(import_jobs).where(import_jobs.c.id == self.job_id).with_for_update()
+            ).first()
+            if job is None or job.status not in ACTIVE:
+                return self._outcome(ran=False)
+            if job.cancel_requested:
+                return self._end("cancelled")
+            if job.table_id is None:
+                return self._end("failed", "the table was deleted before the import ran")
+        with conn.begin():
+            held = hold_table_for_import(conn, job.table_id)
+        if not held:
+            with conn.begin():
+                conn.execute(self._job_update().values(status="queued", heartbeat_at=func.now()))
+            raise ImportBusy("the table is busy with a schema change or another import")
+        self.table_locked = job.table_id
+        try:
+            with conn.begin():
+                table = self.catalog.by_id(conn, job.table_id)
+            plan = ImportPlan(table, list(job.options.get("columns") or []))
+        except (TableNotFound, PlanError) as exc:
+            with conn.begin():
+                return self._end("failed", f"the import cannot run: {exc}")
+        abort = job.options.get("on_error") == "abort"
+        with conn.begin():
+            # The duplicate probes are many cheap index lookups that JIT would only slow down.
+            conn.execute(text("SELECT set_config('jit', 'off', false)"))
+            job = self._start(restart=abort or job.checkpoint_offset == 0)
+        try:
+            if abort:
+                return self._load_all_or_nothing(job, table, plan)
+            return self._load_in_batches(job, table, plan)
+        except InvalidRequest as exc:  # InvalidRequest: CsvFormatError, bad options
+            if conn.in_transaction():
+                conn.rollback()
+            with conn.begin():
+                return self._end("failed", f"the file cannot be read: {_message(exc)}")
+
+    def _start(self, *, restart: bool) -> Any:
+        values: dict[str, Any] = {
+            "status": "running",
+            "started_at": func.coalesce(import_jobs.c.started_at, func.now()),
+            "attempts": import_jobs.c.attempts + 1,
+            "heartbeat_at": func.now(),
+            "error": None,
+        }
+        if restart:
+            values.update(
+                rows_processed=0,
+                rows_imported=0,
+                rows_rejected=0,
+                checkpoint_offset=0,
+                checkpoint_line=0,
+            )
+            self.conn.execute(delete(import_errors).where(import_errors.c.job_id == self.job_id))
+        return self.conn.execute(
+            self._job_update().values(**values).returning(*import_jobs.c)
+        ).one()
+
+    # --- loading --------------------------------------------------------------------------
+
+    def _batches(self, job: Any, plan: ImportPlan) -> Callable[[], Iterator[Batch]]:
+        offset, options = int(job.checkpoint_offset), job.options
+
+        def produce() -> Iterator[Batch]:
+            chunks = stream_chunks(self.engine, self.job_id, offset)
+            try:
+                records = read_records(
+                    chunks,
+                    encoding=options.get("encoding") or "utf-8",
+                    delimiter=options.get("delimiter") or ",",
+                    start_offset=offset,
+                    start_line=int(job.checkpoint_line) + 1,
+                    expected_fields=plan.width,
+                )
+                yield from plan.batches(records, self.batch_rows, skip_header=offset == 0)
+            finally:
+                chunks.close()
+
+        return produce
+
+    def _load_in_batches(self, job: Any, table: TableDef, plan: ImportPlan) -> ImportOutcome:
+        """on_error=skip: commit each batch with its errors, counters and checkpoint."""
+        conn = self.conn
+        loader = Loader(conn, table, plan, self.job_id)
+        batches = Prefetch(self._batches(job, plan))
+        try:
+            for batch in batches:
+                with conn.begin():
+                    if self._cancel_requested(conn):
+                        return self._end("cancelled")
+                    loaded, refused = loader.load(batch)
+                    loader.write_errors(batch.errors + refused)
+                    job = conn.execute(
+                        self._job_update()
+                        .values(
+                            status="running",
+                            rows_processed=import_jobs.c.rows_processed + batch.records,
+                            rows_imported=import_jobs.c.rows_imported + loaded,
+                            rows_rejected=import_jobs.c.rows_rejected
+                            + batch.rejected
+                            + len(refused),
+                            checkpoint_offset=batch.end_offset,
+                            checkpoint_line=batch.end_line,
+                            heartbeat_at=func.now(),
+                        )
+                        .returning(*import_jobs.c)
+                    ).one()
+                if self.on_progress is not None:
+                    self.on_progress(job)
+        finally:
+            batches.close()
+        with conn.begin():
+            return self._end("completed_with_errors" if job.rows_rejected else "succeeded")
+
+    def _load_all_or_nothing(self, job: Any, table: TableDef, plan: ImportPlan) -> ImportOutcome:
+        """on_error=abort: one transaction for every row; any bad row rolls it all back."""
+        conn = self.conn
+        loader = Loader(conn, table, plan, self.job_id)
+        txn: RootTransaction | None = conn.begin()
+        imported = rejected = processed = 0
+        batches = Prefetch(self._batches(job, plan))
+        try:
+            for batch in batches:
+                with self.engine.connect() as side:
+                    cancel = self._cancel_requested(side)
+                if cancel:
+                    _rollback(txn)
+                    with conn.begin():
+                        return self._end("cancelled", rows_imported=0)
+                refused: list[Any] = []
+                if txn is not None:
+                    loaded, refused = loader.load(batch)
+                    imported += loaded
+                bad = batch.rejected + len(refused)
+                rejected += bad
+                processed += batch.records
+                # Without unique columns nothing more can be learnt by loading: stop at once.
+                # With them, later rows must still meet earlier ones to report every duplicate.
+                if bad and txn is not None and not plan.unique:
+                    txn.rollback()
+                    txn = None
+                job = self._side_progress(loader, batch, refused, processed, rejected)
+                if self.on_progress is not None:
+                    self.on_progress(job)
+            if rejected:
+                _rollback(txn)
+                txn = None
+                with conn.begin():
+                    return self._end(
+                        "failed",
+                        f"on_error=abort and {rejected} row(s) were rejected: nothing was stored",
+                        rows_imported=0,
+                    )
+            assert txn is not None
+            outcome = self._end("succeeded", rows_imported=imported)
+            txn.commit()
+            txn = None
+            return outcome
+        finally:
+            batches.close()
+            _rollback(txn)
+
+    def _side_progress(
+        self, loader: Loader, batch: Batch, refused: list[Any], processed: int, rejected: int
+    ) -> Any:
+        """Record errors, progress and heartbeat outside the all-or-nothing transaction."""
+        with self.engine.begin() as side:
+            loader.write_errors(batch.errors + refused, side)
+            return side.execute(
+                self._job_update()
+                .values(
+                    status="running",
+                    rows_processed=processed,
+                    rows_rejected=rejected,
+                    checkpoint_offset=batch.end_offset,
+                    checkpoint_line=batch.end_line,
+                    heartbeat_at=func.now(),
+                )
+                .returning(*import_jobs.c)
+            ).one()
+
+    # --- the end --------------------------------------------------------------------------
+
+    def _end(
+        self, status: str, error: str | None = None, *, rows_imported: int | None = None
+    ) -> ImportOutcome:
+        """End the job in the caller's transaction and queue its one mail there too."""
+        values: dict[str, Any] = {
+            "status": status,
+            "error": error,
+            "finished_at": func.now(),
+            "heartbeat_at": func.now(),
+            "rows_total": import_jobs.c.rows_processed,
+        }
+        if rows_imported is not None:
+            values["rows_imported"] = rows_imported
+        job = self.conn.execute(
+            self._job_update()
+            .where(import_jobs.c.status.in_(ACTIVE))
+            .values(**values)
+            .returning(*import_jobs.c)
+        ).first()
+        if job is None:
+            return self._outcome(ran=False)
+        if self.mail_to:
+            self._queue_mail(job)
+        return ImportOutcome(job.id, job.status, job.rows_imported, job.rows_rejected, True)
+
+    def _queue_mail(self, job: Any) -> None:
+        conn = self.conn
+        if conn.execute(select(outbox.c.id).where(outbox.c.job_id == job.id)).first():
+            return  # dms_outbox.job_id is unique: one mail per job, ever
+        errors = conn.execute(
+            select(
+                import_errors.c.line,
+                import_errors.c.column_name,
+                import_errors.c.value,
+                import_errors.c.message,
+            )
+            .where(import_errors.c.job_id == job.id)
+            .order_by(import_errors.c.line, import_errors.c.id)
+            .limit(MAIL_ERRORS)
+        ).all()
+        subject, body = _mail(job, errors, self.public_url)
+        add_message(conn, str(self.mail_to), subject, body, job_id=job.id)
+
+    def _outcome(self, *, ran: bool) -> ImportOutcome:
+        if self.conn.in_transaction():
+            job = self.conn.execute(select(import_jobs).where(import_jobs.c.id == self.job_id))
+        else:
+            with self.conn.begin():
+                job = self.conn.execute(select(import_jobs).where(import_jobs.c.id == self.job_id))
+        row = job.first()
+        if row is None:
+            return ImportOutcome(self.job_id, "not_found", 0, 0, ran)
+        return ImportOutcome(row.id, row.status, row.rows_imported, row.rows_rejected, ran)
+
+    def _cancel_requested(self, conn: Connection) -> bool:
+        return bool(
+            conn.execute(
+                select(import_jobs.c.cancel_requested).where(import_jobs.c.id == self.job_id)
+            ).scalar()
+        )
+
+    def _job_update(self) -> Any:
+        return update(import_jobs).where(import_jobs.c.id == self.job_id)
+
+    def release(self) -> None:
+        """Release the advisory locks and close the connection, whatever happened."""
+        conn = self.conn
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+            if self.job_locked or self.table_locked is not None:
+                with conn.begin():
+                    conn.execute(text("RESET jit"))
+                    if self.table_locked is not None:
+                        release_table_for_import(conn, self.table_locked)
+                    if self.job_locked:
+                        conn.execute(
+                            text("SELECT pg_advisory_unlock(:k, hashtext(:j))"),
+                            {"k": JOB_LOCK_CLASS, "j": self.job_id},
+                        )
+        except Exception:  # noqa: BLE001 - a broken session: closing it frees its locks
+            conn.invalidate()
+        finally:
+            conn.close()
+
+
+def _rollback(txn: RootTransaction | None) -> None:
+    """Roll back `txn` if it is still open."""
+    if txn is not None and txn.is_active:
+        txn.rollback()
+
+
+def _message(exc: Exception) -> str:
+    return getattr(exc, "message", None) or str(exc)
+
+
+def _mail(job: Any, errors: list[Any], public_url: str) -> tuple[str, str]:
+    """Return (subject, body) of the end-of-job mail."""
+    subject = (
+        f"Import into {job.table_name}: {job.status.replace('_', ' ')} "
+        f"({job.rows_imported} imported, {job.rows_rejected} rejected)"
+    )
+    seconds = 0.0
+    if job.started_at is not None and job.finished_at is not None:
+        seconds = (job.finished_at - job.started_at).total_seconds()
+    lines = [
+        f"Your CSV import into table {job.table_name} has ended.",
+        "",
+        f"Status: {job.status}",
+        f"Rows read: {job.rows_processed}",
+        f"Rows imported: {job.rows_imported}",
+        f"Rows rejected: {job.rows_rejected}",
+        f"Duration: {seconds:.1f} s",
+    ]
+    if job.error:
+        lines.append(f"Error: {job.error}")
+    if errors:
+        lines += ["", f"First {len(errors)} error(s) (line, column: message [value]):"]
+        for line, column, value, message in errors:
+            shown = "" if value is None else f" [{value[:80]!r}]"
+            lines.append(f"  line {line}, {column or 'row'}: {message}{shown}")
+    lines += ["", f"Error report: {public_url}/import/jobs/{job.id}/errors/", f"Job: {job.id}"]
+    return subject, "\n".join(lines) + "\n"

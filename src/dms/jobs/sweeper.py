@@ -1,0 +1,44 @@
+"""The periodic sweep: re-queue jobs a dead worker or a lost message left behind, resend mail."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from dms.engine.importing import reap_stale_jobs
+from dms.jobs.outbox import unsent
+from dms.services import Services
+
+log = logging.getLogger("dms.jobs")
+
+
+def sweep(svc: Services) -> tuple[list[str], list[int]]:
+    """Re-enqueue stale jobs and unsent mail once; return what was re-sent."""
+    stale_after = float(svc.config["DMS_JOB_STALE_SECONDS"])
+    jobs = reap_stale_jobs(svc.db.engine, stale_after_s=stale_after)
+    for job_id in jobs:
+        svc.enqueue("run_import", job_id)
+    mails = unsent(svc.db.engine, older_than_s=stale_after)
+    for outbox_id in mails:
+        svc.enqueue("send_mail", outbox_id)
+    if jobs or mails:
+        log.info("sweep re-queued jobs %s and mail %s", jobs, mails)
+    return jobs, mails
+
+
+def start_sweeper(get_services: Callable[[], Services], interval_s: float) -> threading.Event:
+    """Run `sweep` now and then every `interval_s` in a daemon thread; set the event to stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                sweep(get_services())
+            except Exception:  # noqa: BLE001 - a sweep must never kill its thread
+                log.exception("sweep failed; retrying next round")
+            if stop.wait(interval_s):
+                return
+
+    threading.Thread(target=loop, name="dms-sweeper", daemon=True).start()
+    return stop
