@@ -21,7 +21,8 @@ from urllib.parse import urlencode, urlparse
 import psycopg
 from sqlalchemy import create_engine, text
 
-from bench.common import fresh_database, gunicorn, percentile, plain, token
+from bench.common import SECRET, fresh_database, gunicorn, percentile, plain, token
+from dms.app import cursor_key
 from dms.engine.catalog import Catalog
 from dms.engine.ddl import Schemas
 from dms.engine.query import compile_read, parse_read_params
@@ -120,7 +121,7 @@ def statements_for(url: str, table: Any, params: dict[str, str]) -> list[tuple[s
     """Return the SQL (with parameters) the API runs for these query parameters."""
     engine = create_engine(url)
     read = parse_read_params(params)
-    compiled = compile_read(table.table, table.types, read, cursor_key=b"k" * 32)
+    compiled = compile_read(table.table, table.types, read, cursor_key=cursor_key(SECRET))
     out = []
     for stmt in (compiled.select, compiled.count if read.count == "exact" else None):
         if stmt is not None:

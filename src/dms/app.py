@@ -28,7 +28,7 @@ from dms.jobs.actors import declare_actors
 from dms.jobs.broker import build_broker
 from dms.jobs.sweeper import start_sweeper
 from dms.mailer import Mailer
-from dms.services import Services
+from dms.services import Services, close_read_connection
 
 BLUEPRINTS = (ops.bp, auth.bp, schemas.bp, crud.bp, imports.bp)
 
@@ -68,6 +68,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(_start_request)
     app.before_request(require_token)
     app.after_request(_finish_response)
+    app.teardown_request(close_read_connection)
 
     from dms.cli import register_cli
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
-from flask import current_app
+from flask import current_app, g
+from sqlalchemy import Connection
 
 from dms.db import Database
 from dms.engine.catalog import Catalog
@@ -63,3 +64,19 @@ class Services:
 def services() -> Services:
     """Return the current app's services."""
     return current_app.extensions["dms"]
+
+
+def read_connection() -> Connection:
+    """Return this request's autocommit read connection, checked out once and reused."""
+    conn = g.get("dms_read_conn")
+    if conn is None:
+        # One pool checkout (and one pre-ping) per request, shared by the token check and reads.
+        conn = g.dms_read_conn = services().db.reader.connect()
+    return conn  # type: ignore[no-any-return]
+
+
+def close_read_connection(_exc: BaseException | None = None) -> None:
+    """Return the request's read connection to the pool (teardown hook)."""
+    conn = g.pop("dms_read_conn", None)
+    if conn is not None:
+        conn.close()

@@ -9,7 +9,7 @@ from dms.api.jsonio import json_response
 from dms.api.params import expect, owner_id, request_data
 from dms.engine.export import prepare_export, stream_csv
 from dms.engine.query import parse_read_params
-from dms.services import services
+from dms.services import read_connection, services
 
 bp = Blueprint("crud", __name__, url_prefix="/crud")
 
@@ -82,7 +82,8 @@ def create_records() -> Response:
 def read_records() -> Response:
     """Read records with filters, search, sort, fields and offset or cursor pages."""
     args = expect(request.args.to_dict(), ["table_name"], READ_PARAMS)
-    page = services().records.read(owner_id(args), args["table_name"], parse_read_params(args))
+    params = parse_read_params(args)
+    page = services().records.read(owner_id(args), args["table_name"], params, read_connection())
     return json_response(page.as_dict())
 
 

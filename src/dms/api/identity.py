@@ -9,7 +9,7 @@ from flask_jwt_extended import JWTManager, get_jwt, verify_jwt_in_request
 
 from dms.api.errors import auth_error
 from dms.auth.tokens import is_revoked
-from dms.services import services
+from dms.services import read_connection
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,6 @@ def init_jwt(app: Flask) -> JWTManager:
     jwt.token_verification_failed_loader(lambda _h, _p: auth_error("token rejected"))
     jwt.user_lookup_error_loader(lambda _h, _p: auth_error("unknown user"))
     jwt.token_in_blocklist_loader(
-        lambda _h, payload: is_revoked(services().db.reader, payload.get("fam"))
+        lambda _h, payload: is_revoked(read_connection(), payload.get("fam"))
     )
     return jwt

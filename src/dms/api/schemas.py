@@ -8,7 +8,7 @@ from dms.api.docs import doc
 from dms.api.identity import caller
 from dms.api.jsonio import json_response
 from dms.api.params import expect, owner_id, request_data
-from dms.services import services
+from dms.services import read_connection, services
 
 bp = Blueprint("schemas", __name__, url_prefix="/schemas")
 
@@ -127,8 +127,7 @@ def delete_table() -> Response:
 def list_tables() -> Response:
     """List your tables; admins see every table with its owner."""
     svc, me = services(), caller()
-    with svc.db.reader.connect() as conn:
-        tables = svc.catalog.list(conn, None if me.is_admin else me.id)
+    tables = svc.catalog.list(read_connection(), None if me.is_admin else me.id)
     return json_response({"tables": [t.describe() for t in tables]})
 
 
@@ -140,8 +139,7 @@ def list_tables() -> Response:
 def describe_table() -> Response:
     """Describe one table."""
     data, svc = expect(request_data(), ["table_name"]), services()
-    with svc.db.reader.connect() as conn:
-        table = svc.catalog.lookup(conn, owner_id(data), data["table_name"])
+    table = svc.catalog.lookup(read_connection(), owner_id(data), data["table_name"])
     return json_response(table.describe())
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from dms.auth.users import User
 from dms.engine.errors import DmsError
@@ -88,14 +88,16 @@ def revoke_family(engine: Engine, family: str) -> None:
         )
 
 
-def is_revoked(engine: Engine, family: object) -> bool:
+def is_revoked(conn: Connection | Engine, family: object) -> bool:
     """Return True unless `family` is a live login (exists, not revoked, not expired)."""
     if not isinstance(family, str):
         return True
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(token_families.c.revoked_at, token_families.c.expires_at).where(
-                token_families.c.id == family
-            )
-        ).first()
+    query = select(token_families.c.revoked_at, token_families.c.expires_at).where(
+        token_families.c.id == family
+    )
+    if isinstance(conn, Engine):
+        with conn.connect() as own:
+            row = own.execute(query).first()
+    else:
+        row = conn.execute(query).first()
     return row is None or row.revoked_at is not None or row.expires_at <= datetime.now(UTC)

@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from operator import itemgetter
+from itertools import islice
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
 from dms.engine.catalog import TableDef
 from dms.engine.csvreader import Record
+from dms.engine.import_fast import FastCheck, fast_check, suspects
 from dms.engine.types import ColumnSpec, TextType
 
 __all__ = ["Batch", "ErrorRow", "ImportPlan", "PlanError"]
@@ -29,6 +31,8 @@ REQUIRED = "required: the column is not null and has no default"
 # COPY text format: backslash, tab, newline and carriage return must be escaped in data.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _SPECIAL = ("\\", "\t", "\n", "\r")
+_FIELDS = attrgetter("fields")
+_LINE = attrgetter("line")
 
 
 class ErrorRow(NamedTuple):
@@ -49,6 +53,7 @@ class _Field:
     index: int  # position in the CSV record
     name: str
     convert: Callable[[str], str] | None  # None: the text is stored as it is
+    fast: FastCheck | None  # proves most values valid in bulk (convert runs on the rest)
     empty: str | None  # value for an empty cell (the default), None for NULL
     required: bool
     unique: bool
@@ -58,7 +63,7 @@ class _Field:
 class Batch:
     """Converted rows ready for COPY, the rows' lines and unique keys, and the rejected rows."""
 
-    rows: list[str]  # one COPY text line per good row, without its newline
+    data: bytes  # COPY text of the good rows, each ending in a newline
     lines: list[int]  # physical line of each good row
     keys: list[list[str | None]]  # per unique column, each good row's value (None = NULL)
     errors: list[ErrorRow]
@@ -71,7 +76,9 @@ class Batch:
 class ImportPlan:
     """How the CSV fields of one job map onto a table's columns and their converters."""
 
-    def __init__(self, table: TableDef, columns: list[str | None]) -> None:
+    def __init__(
+        self, table: TableDef, columns: list[str | None], copy_encoding: str = "utf-8"
+    ) -> None:
         by_name = {c.name: c for c in table.columns}
         gone = [name for name in columns if name is not None and name not in by_name]
         if gone:
@@ -85,6 +92,7 @@ class ImportPlan:
         if missing:
             raise PlanError(f"required column(s) missing from the file: {', '.join(missing)}")
         self.width = len(columns)
+        self.copy_encoding = copy_encoding  # the COPY connection's client encoding
         self.fields = tuple(
             _field(index, name, by_name[name].spec)
             for index, name in enumerate(columns)
@@ -97,27 +105,22 @@ class ImportPlan:
         self, records: Iterable[Record], batch_rows: int, *, skip_header: bool
     ) -> Iterator[Batch]:
         """Return an iterator of converted batches of at most `batch_rows` records."""
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        errors: list[ErrorRow] = []
-        count = 0
-        last: Record | None = None
-        for record in records:
-            if skip_header:
-                skip_header = False
-                continue
-            if record.fields is None:
-                errors.append(ErrorRow(record.line, None, None, record.error or "unreadable row"))
-            else:
-                rows.append(record.fields)
-                lines.append(record.line)
-            count += 1
-            if count >= batch_rows:
-                yield self.convert(rows, lines, errors, record)
-                rows, lines, errors, count = [], [], [], 0
-            last = record
-        if count and last is not None:
-            yield self.convert(rows, lines, errors, last)
+        records = iter(records)
+        if skip_header:
+            next(records, None)
+        while chunk := list(islice(records, batch_rows)):
+            # attrgetter and map keep the per-record work in C.
+            rows: list[Any] = list(map(_FIELDS, chunk))
+            lines = list(map(_LINE, chunk))
+            errors: list[ErrorRow] = []
+            if None in rows:  # unreadable records (ragged, undecodable…) are row errors
+                for record in chunk:
+                    if record.fields is None:
+                        message = record.error or "unreadable row"
+                        errors.append(ErrorRow(record.line, None, None, message))
+                rows = [r.fields for r in chunk if r.fields is not None]
+                lines = [r.line for r in chunk if r.fields is not None]
+            yield self.convert(rows, lines, errors, chunk[-1])
 
     def convert(
         self, rows: list[list[str]], lines: list[int], errors: list[ErrorRow], last: Record
@@ -147,8 +150,9 @@ class ImportPlan:
             lines = [lines[i] for i in keep]
             keys = [[key[i] for i in keep] for key in keys]
             rejected_rows += len(bad)
+        data = ("\n".join(copy_rows) + "\n").encode(self.copy_encoding) if copy_rows else b""
         return Batch(
-            copy_rows, lines, keys, errors, records, rejected_rows, last.end_offset, last.end_line
+            data, lines, keys, errors, records, rejected_rows, last.end_offset, last.end_line
         )
 
     def _column(
@@ -159,7 +163,11 @@ class ImportPlan:
         has_empty = "" in values
         failed: list[tuple[int, str]] = []
         convert = field.convert
-        if convert is not None:
+        if convert is not None and field.fast is not None:
+            todo = suspects(values, field.fast)
+            if todo:
+                failed = _convert_some(convert, values, todo)
+        elif convert is not None:
             if has_empty:
                 inner = convert
 
@@ -181,7 +189,8 @@ def _field(index: int, name: str, spec: ColumnSpec) -> _Field:
     empty = None
     if spec.has_default and spec.default is not None:
         empty = spec.type.from_csv(_default_text(spec.default, spec.type.name == "jsonb"))
-    return _Field(index, name, convert, empty, not spec.nullable, spec.unique)
+    fast = None if convert is None else fast_check(spec.type)
+    return _Field(index, name, convert, fast, empty, not spec.nullable, spec.unique)
 
 
 def _default_text(value: object, is_json: bool) -> str:
@@ -213,6 +222,22 @@ def _convert_all(
         except ValueError as exc:  # ConversionError and any other refusal of a value
             failed.append((len(out), str(exc) or "not a valid value"))
             out.append(None)
+
+
+def _convert_some(
+    convert: Callable[[str], str], values: list[Any], todo: list[int]
+) -> list[tuple[int, str]]:
+    """Convert values[i] in place for i in `todo` (None where it fails); return the failures."""
+    failed: list[tuple[int, str]] = []
+    for i in todo:
+        text = values[i]
+        if text:
+            try:
+                values[i] = convert(text)
+            except ValueError as exc:
+                failed.append((i, str(exc) or "not a valid value"))
+                values[i] = None
+    return failed
 
 
 def _positions(values: list[Any], target: object) -> Iterator[int]:

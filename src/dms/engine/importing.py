@@ -11,34 +11,32 @@ The transaction that ends a job also queues its one mail in the outbox.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RootTransaction, delete, func, select, text, update
 
 from dms.engine.catalog import Catalog, TableDef
-from dms.engine.csvreader import read_records
 from dms.engine.errors import InvalidRequest, TableNotFound
+from dms.engine.import_mail import queue_end_mail
 from dms.engine.import_plan import Batch, ImportPlan, PlanError
-from dms.engine.loader import Loader, Prefetch, stream_chunks
+from dms.engine.import_reader import Reader, open_reader
+from dms.engine.import_sweep import ACTIVE, JOB_LOCK_CLASS, reap_stale_jobs, request_cancel
+from dms.engine.loader import Loader
 from dms.engine.locks import hold_table_for_import, release_table_for_import
-from dms.jobs.outbox import add_message
-from dms.tables import import_errors, import_jobs, outbox
+from dms.tables import import_errors, import_jobs
 
-__all__ = ["ImportBusy", "ImportOutcome", "reap_stale_jobs", "request_cancel", "run_import"]
+__all__ = [
+    "JOB_LOCK_CLASS",
+    "ImportBusy",
+    "ImportOutcome",
+    "reap_stale_jobs",
+    "request_cancel",
+    "run_import",
+]
 
-JOB_LOCK_CLASS = 0x444D55  # advisory lock class of import jobs (tables use 0x444D53)
-ACTIVE = ("queued", "running")
-MAIL_ERRORS = 10
 _JOB_LOCK = "pg_try_advisory_lock(:k, hashtext(:j))"
-# True while no session holds the job's advisory lock (two-int form: objsubid 2).
-_LOCK_FREE = (
-    "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
-    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    " AND l.classid = :k AND l.objid = hashtext(dms_import_jobs.id)::oid AND l.objsubid = 2)"
-)
-
 Progress = Callable[[Any], None]
 
 
@@ -73,49 +71,6 @@ def run_import(
         return run.run()
     finally:
         run.release()
-
-
-def request_cancel(engine: Engine, job_id: str) -> None:
-    """Ask a job that has not ended to stop at its next batch."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(import_jobs)
-            .where(
-                import_jobs.c.id == job_id,
-                import_jobs.c.status.in_(("uploading", *ACTIVE)),
-            )
-            .values(cancel_requested=True)
-        )
-
-
-def reap_stale_jobs(engine: Engine, *, stale_after_s: float = 60) -> list[str]:
-    """Re-queue jobs a dead worker left running, and return those plus long-queued job ids."""
-    free = text(_LOCK_FREE).bindparams(k=JOB_LOCK_CLASS)
-    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, float(stale_after_s))
-    with engine.begin() as conn:
-        dead = conn.execute(
-            update(import_jobs)
-            .where(
-                import_jobs.c.status == "running",
-                func.coalesce(import_jobs.c.heartbeat_at, import_jobs.c.created_at) < cutoff,
-                free,
-            )
-            .values(status="queued", heartbeat_at=func.now())
-            .returning(import_jobs.c.id)
-        ).scalars()
-        stale = list(dead)
-        # Touching heartbeat_at spaces out re-deliveries of a job whose message was lost.
-        lost = conn.execute(
-            update(import_jobs)
-            .where(
-                import_jobs.c.status == "queued",
-                func.coalesce(import_jobs.c.heartbeat_at, import_jobs.c.created_at) < cutoff,
-                free,
-            )
-            .values(heartbeat_at=func.now())
-            .returning(import_jobs.c.id)
-        ).scalars()
-        return stale + [job_id for job_id in lost if job_id not in stale]
 
 
 class _Run:
@@ -174,7 +129,8 @@ class _Run:
         try:
             with conn.begin():
                 table = self.catalog.by_id(conn, job.table_id)
-            plan = ImportPlan(table, list(job.options.get("columns") or []))
+            encoding = conn.connection.driver_connection.info.encoding  # type: ignore[union-attr]
+            plan = ImportPlan(table, list(job.options.get("columns") or []), encoding)
         except (TableNotFound, PlanError) as exc:
             with conn.begin():
                 return self._end("failed", f"the import cannot run: {exc}")
@@ -216,31 +172,18 @@ class _Run:
 
     # --- loading --------------------------------------------------------------------------
 
-    def _batches(self, job: Any, plan: ImportPlan) -> Callable[[], Iterator[Batch]]:
-        offset, options = int(job.checkpoint_offset), job.options
-
-        def produce() -> Iterator[Batch]:
-            chunks = stream_chunks(self.engine, self.job_id, offset)
-            try:
-                records = read_records(
-                    chunks,
-                    encoding=options.get("encoding") or "utf-8",
-                    delimiter=options.get("delimiter") or ",",
-                    start_offset=offset,
-                    start_line=int(job.checkpoint_line) + 1,
-                    expected_fields=plan.width,
-                )
-                yield from plan.batches(records, self.batch_rows, skip_header=offset == 0)
-            finally:
-                chunks.close()
-
-        return produce
+    def _reader(self, job: Any, plan: ImportPlan) -> Reader:
+        start = (int(job.checkpoint_offset), int(job.checkpoint_line))
+        remaining = int(job.size_bytes) - start[0]
+        return open_reader(
+            self.engine, self.job_id, start, job.options, plan, self.batch_rows, remaining
+        )
 
     def _load_in_batches(self, job: Any, table: TableDef, plan: ImportPlan) -> ImportOutcome:
         """on_error=skip: commit each batch with its errors, counters and checkpoint."""
         conn = self.conn
         loader = Loader(conn, table, plan, self.job_id)
-        batches = Prefetch(self._batches(job, plan))
+        batches = self._reader(job, plan)
         try:
             for batch in batches:
                 with conn.begin():
@@ -276,7 +219,7 @@ class _Run:
         loader = Loader(conn, table, plan, self.job_id)
         txn: RootTransaction | None = conn.begin()
         imported = rejected = processed = 0
-        batches = Prefetch(self._batches(job, plan))
+        batches = self._reader(job, plan)
         try:
             for batch in batches:
                 with self.engine.connect() as side:
@@ -361,26 +304,8 @@ class _Run:
         if job is None:
             return self._outcome(ran=False)
         if self.mail_to:
-            self._queue_mail(job)
+            queue_end_mail(self.conn, job, self.mail_to, self.public_url)
         return ImportOutcome(job.id, job.status, job.rows_imported, job.rows_rejected, True)
-
-    def _queue_mail(self, job: Any) -> None:
-        conn = self.conn
-        if conn.execute(select(outbox.c.id).where(outbox.c.job_id == job.id)).first():
-            return  # dms_outbox.job_id is unique: one mail per job, ever
-        errors = conn.execute(
-            select(
-                import_errors.c.line,
-                import_errors.c.column_name,
-                import_errors.c.value,
-                import_errors.c.message,
-            )
-            .where(import_errors.c.job_id == job.id)
-            .order_by(import_errors.c.line, import_errors.c.id)
-            .limit(MAIL_ERRORS)
-        ).all()
-        subject, body = _mail(job, errors, self.public_url)
-        add_message(conn, str(self.mail_to), subject, body, job_id=job.id)
 
     def _outcome(self, *, ran: bool) -> ImportOutcome:
         if self.conn.in_transaction():
@@ -433,32 +358,3 @@ def _rollback(txn: RootTransaction | None) -> None:
 
 def _message(exc: Exception) -> str:
     return getattr(exc, "message", None) or str(exc)
-
-
-def _mail(job: Any, errors: list[Any], public_url: str) -> tuple[str, str]:
-    """Return (subject, body) of the end-of-job mail."""
-    subject = (
-        f"Import into {job.table_name}: {job.status.replace('_', ' ')} "
-        f"({job.rows_imported} imported, {job.rows_rejected} rejected)"
-    )
-    seconds = 0.0
-    if job.started_at is not None and job.finished_at is not None:
-        seconds = (job.finished_at - job.started_at).total_seconds()
-    lines = [
-        f"Your CSV import into table {job.table_name} has ended.",
-        "",
-        f"Status: {job.status}",
-        f"Rows read: {job.rows_processed}",
-        f"Rows imported: {job.rows_imported}",
-        f"Rows rejected: {job.rows_rejected}",
-        f"Duration: {seconds:.1f} s",
-    ]
-    if job.error:
-        lines.append(f"Error: {job.error}")
-    if errors:
-        lines += ["", f"First {len(errors)} error(s) (line, column: message [value]):"]
-        for line, column, value, message in errors:
-            shown = "" if value is None else f" [{value[:80]!r}]"
-            lines.append(f"  line {line}, {column or 'row'}: {message}{shown}")
-    lines += ["", f"Error report: {public_url}/import/jobs/{job.id}/errors/", f"Job: {job.id}"]
-    return subject, "\n".join(lines) + "\n"

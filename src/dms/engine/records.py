@@ -175,30 +175,34 @@ class Records:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def read(self, owner_id: int, table_name: object, params: ReadParams) -> Page:
-        """Return one page of matching records with the count the caller asked for."""
-        with self.reader.connect() as conn:
-            table = self._table(conn, owner_id, table_name)
-            compiled = compile_read(table.table, table.types, params, cursor_key=self.cursor_key)
-            result = conn.execute(compiled.select)
-            keys = list(result.keys())
-            fetched = result.all()
-            cursor = None
-            if len(fetched) > params.limit:
-                fetched = fetched[: params.limit]
-                last = dict(zip(keys, fetched[-1], strict=True))
-                cursor = next_cursor(compiled, last, cursor_key=self.cursor_key)
-            # The select may carry sort columns `fields` left out (the cursor needs them);
-            # only the asked-for columns, which come first, reach the client.
-            shown = compiled.columns
-            width = len(shown)
-            rows = [dict(zip(shown, r[:width], strict=True)) for r in fetched]
-            if params.count == "exact" and compiled.count is not None:
-                count: int | None = conn.execute(compiled.count).scalar_one()
-            elif params.count == "estimated":
-                count = estimated_count(conn, compiled)
-            else:
-                count = None
+    def read(
+        self, owner_id: int, table_name: object, params: ReadParams, conn: Connection | None = None
+    ) -> Page:
+        """Return one page of matching records; `conn` (autocommit) saves a pool checkout."""
+        if conn is None:
+            with self.reader.connect() as own:
+                return self.read(owner_id, table_name, params, own)
+        table = self._table(conn, owner_id, table_name)
+        compiled = compile_read(table.table, table.types, params, cursor_key=self.cursor_key)
+        result = conn.execute(compiled.select)
+        keys = list(result.keys())
+        fetched = result.all()
+        cursor = None
+        if len(fetched) > params.limit:
+            fetched = fetched[: params.limit]
+            last = dict(zip(keys, fetched[-1], strict=True))
+            cursor = next_cursor(compiled, last, cursor_key=self.cursor_key)
+        # The select may carry sort columns `fields` left out (the cursor needs them);
+        # only the asked-for columns, which come first, reach the client.
+        shown = compiled.columns
+        width = len(shown)
+        rows = [dict(zip(shown, r[:width], strict=True)) for r in fetched]
+        if params.count == "exact" and compiled.count is not None:
+            count: int | None = conn.execute(compiled.count).scalar_one()
+        elif params.count == "estimated":
+            count = estimated_count(conn, compiled)
+        else:
+            count = None
         return Page(rows, count, params.limit, params.offset, cursor)
 
     # --- helpers --------------------------------------------------------------------------
