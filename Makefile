@@ -23,7 +23,7 @@ run: install
 	$(BIN)/flask --app dms db upgrade
 	$(BIN)/flask --app dms users ensure-admin
 	@echo "Serving on http://$(HOST):$(PORT) (Ctrl-C stops it)"
-	$(BIN)/flask --app dms run --no-reload --host $(HOST) --port $(PORT)
+	$(BIN)/flask --app dms serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest

@@ -16,6 +16,7 @@ import dramatiq
 from flask import Flask, Response, g, request
 
 from dms.api import auth, crud, imports, ops, schemas
+from dms.api.cors import init_cors
 from dms.api.errors import register_error_handlers
 from dms.api.identity import init_jwt, require_token
 from dms.api.jsonio import OrjsonProvider
@@ -69,6 +70,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(require_token)
     app.after_request(_finish_response)
     app.teardown_request(close_read_connection)
+    init_cors(app)
 
     from dms.cli import register_cli
 
@@ -111,7 +113,7 @@ def _wants_inprocess_worker(app: Flask) -> bool:
         return False
     # Under `flask --app dms <command>` only `run` serves; one-shot commands need no worker.
     ctx = click.get_current_context(silent=True)
-    return ctx is None or ctx.info_name == "run"
+    return ctx is None or ctx.info_name in ("run", "serve")
 
 
 def _start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:

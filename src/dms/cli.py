@@ -6,8 +6,9 @@ import secrets
 import sys
 
 import click
-from flask import Flask
-from flask.cli import AppGroup
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from dms import migrate
 from dms.auth import users as user_store
@@ -137,10 +138,28 @@ def mail_send_test(recipient: str) -> None:
     click.echo(f"queued message {outbox_id}")
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """Werkzeug's request handler without the version banner."""
+
+    def version_string(self) -> str:
+        """Return the Server header: no product versions."""
+        return "dms"
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8000, type=int)
+@with_appcontext
+def serve(host: str, port: int) -> None:
+    """Serve the API (threaded, no reloader) with the in-process worker; for `make run`."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    run_simple(host, port, app, threaded=True, request_handler=_QuietHandler)
+
+
 def register_cli(app: Flask) -> None:
     """Attach the command groups to `app`."""
     from dms.cli_import import import_command
     from dms.cli_tables import tables_cli
 
-    for group in (db_cli, users_cli, mail_cli, tables_cli, import_command):
+    for group in (db_cli, users_cli, mail_cli, tables_cli, import_command, serve):
         app.cli.add_command(group)

@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "DMS_JOB_STALE_SECONDS": 60,  # a running job without a heartbeat this long is re-queued
     "DMS_SWEEP_INTERVAL_SECONDS": 30,
     "DMS_IMPORT_BATCH_ROWS": 20000,  # rows per committed batch (and checkpoint)
+    "DMS_MAX_ACTIVE_IMPORTS": 5,  # queued or running imports per user (429 beyond)
+    "DMS_CORS_ORIGINS": "",  # comma list of allowed browser origins; empty: CORS off
     "MAIL_SERVER": None,
     "MAIL_PORT": 25,
     "MAIL_USERNAME": None,

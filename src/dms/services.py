@@ -72,7 +72,7 @@ def read_connection() -> Connection:
     if conn is None:
         # One pool checkout (and one pre-ping) per request, shared by the token check and reads.
         conn = g.dms_read_conn = services().db.reader.connect()
-    return conn  # type: ignore[no-any-return]
+    return conn
 
 
 def close_read_connection(_exc: BaseException | None = None) -> None:

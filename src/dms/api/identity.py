@@ -32,6 +32,8 @@ def require_token() -> None:
     """Verify the access token for every endpoint not documented as public."""
     if request.url_rule is None or request.routing_exception is not None:
         return  # routing errors (404/405) are answered by the error handler
+    if request.method == "OPTIONS":
+        return  # CORS preflights carry no token; Flask answers them with the Allow list
     view = current_app.view_functions.get(request.endpoint or "")
     if getattr(view, "_dms_doc", {}).get("public"):
         return

@@ -18,7 +18,13 @@ from dms.engine.errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
-from dms.engine.uploads import UploadOptions, UploadWriter, check_header, header_complete
+from dms.engine.uploads import (
+    UploadOptions,
+    UploadWriter,
+    check_active_imports,
+    check_header,
+    header_complete,
+)
 from dms.services import services
 from dms.tables import import_jobs
 
@@ -39,6 +45,7 @@ def receive_upload(
     # The app-wide limit is the JSON one (1 MiB); this endpoint allows the upload limit plus
     # room for the multipart framing and form fields.
     request.max_content_length = max_bytes + 65536
+    check_active_imports(svc.db.engine, user_id, int(svc.config["DMS_MAX_ACTIVE_IMPORTS"]))
     key = (request.headers.get("Idempotency-Key") or "").strip() or None
     if key is not None and (len(key) > 255 or not key.isprintable()):
         raise ValidationFailed("bad Idempotency-Key", errors={"Idempotency-Key": ["1-255 chars"]})

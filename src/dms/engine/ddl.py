@@ -385,8 +385,7 @@ class Schemas:
             )
         # `id` may close an index, e.g. (filter, sort, id) for cursor pages.
         names = tuple(
-            "id" if _column_name(c) == "id" else table.column(_column_name(c)).name
-            for c in columns
+            "id" if _column_name(c) == "id" else table.column(_column_name(c)).name for c in columns
         )
         if len(set(names)) != len(names):
             raise ValidationFailed("a column is listed twice", errors={"columns": ["duplicate"]})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from dms.engine import converters
 from dms.engine.types import (
     BigIntType,
+    BooleanType,
     ColumnType,
     DateType,
     DoubleType,
@@ -23,14 +24,33 @@ from dms.engine.types import (
     NumericType,
     SmallIntType,
     TimestampType,
+    TimestampTzType,
     TimeType,
     UuidType,
     VarcharType,
 )
 
-__all__ = ["BLOCK", "FastCheck", "fast_check", "suspects"]
+__all__ = ["BLOCK", "PLAIN_TYPES", "FastCheck", "fast_check", "suspects"]
 
 BLOCK = 64
+# Types whose converted CSV text never holds a tab, newline, carriage return or backslash, so
+# COPY needs no escaping (text, varchar, jsonb and any type added later are scanned).
+PLAIN_TYPES = frozenset(
+    {
+        SmallIntType,
+        IntegerType,
+        BigIntType,
+        NumericType,
+        DoubleType,
+        BooleanType,
+        DateType,
+        TimestampType,
+        TimestampTzType,
+        TimeType,
+        UuidType,
+        EmailType,
+    }
+)
 _DATE = r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # days 29-31: converter
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
 _UUID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"

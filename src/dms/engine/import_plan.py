@@ -20,12 +20,13 @@ from typing import Any, NamedTuple
 
 from dms.engine.catalog import TableDef
 from dms.engine.csvreader import Record
-from dms.engine.import_fast import FastCheck, fast_check, suspects
+from dms.engine.import_fast import PLAIN_TYPES, FastCheck, fast_check, suspects
 from dms.engine.types import ColumnSpec, TextType
 
 __all__ = ["Batch", "ErrorRow", "ImportPlan", "PlanError"]
 
 NULL = "\\N"  # COPY text format's NULL
+FIRST_BATCH_ROWS = 2000
 VALUE_CHARS = 200  # a rejected value is reported truncated to this many characters
 REQUIRED = "required: the column is not null and has no default"
 # COPY text format: backslash, tab, newline and carriage return must be escaped in data.
@@ -54,6 +55,7 @@ class _Field:
     name: str
     convert: Callable[[str], str] | None  # None: the text is stored as it is
     fast: FastCheck | None  # proves most values valid in bulk (convert runs on the rest)
+    plain: bool  # valid values never hold a tab, newline, carriage return or backslash
     empty: str | None  # value for an empty cell (the default), None for NULL
     required: bool
     unique: bool
@@ -108,7 +110,10 @@ class ImportPlan:
         records = iter(records)
         if skip_header:
             next(records, None)
-        while chunk := list(islice(records, batch_rows)):
+        # Small first batches (doubling up to batch_rows) let loading start sooner.
+        size = min(batch_rows, FIRST_BATCH_ROWS)
+        while chunk := list(islice(records, size)):
+            size = min(batch_rows, size * 2)
             # attrgetter and map keep the per-record work in C.
             rows: list[Any] = list(map(_FIELDS, chunk))
             lines = list(map(_LINE, chunk))
@@ -139,18 +144,18 @@ class ImportPlan:
                 bad.add(i)
             if field.unique:
                 keys.append(column)
-            columns.append(_copy_texts(column))
-        if not columns:  # every field ignored: each row is all defaults
-            copy_rows = [""] * len(rows)
-        else:
-            copy_rows = list(map("\t".join, zip(*columns, strict=True)))
+            columns.append(_copy_texts(column, field.plain))
+        copy_rows: Iterable[str] = (
+            map("\t".join, zip(*columns, strict=True)) if columns else [""] * len(rows)
+        )  # no column loaded: each row is all defaults
         if bad:
             keep = [i for i in range(len(rows)) if i not in bad]
-            copy_rows = [copy_rows[i] for i in keep]
+            listed = list(copy_rows)
+            copy_rows = [listed[i] for i in keep]
             lines = [lines[i] for i in keep]
             keys = [[key[i] for i in keep] for key in keys]
             rejected_rows += len(bad)
-        data = ("\n".join(copy_rows) + "\n").encode(self.copy_encoding) if copy_rows else b""
+        data = ("\n".join(copy_rows) + "\n").encode(self.copy_encoding) if lines else b""
         return Batch(
             data, lines, keys, errors, records, rejected_rows, last.end_offset, last.end_line
         )
@@ -190,7 +195,8 @@ def _field(index: int, name: str, spec: ColumnSpec) -> _Field:
     if spec.has_default and spec.default is not None:
         empty = spec.type.from_csv(_default_text(spec.default, spec.type.name == "jsonb"))
     fast = None if convert is None else fast_check(spec.type)
-    return _Field(index, name, convert, fast, empty, not spec.nullable, spec.unique)
+    plain = type(spec.type) in PLAIN_TYPES
+    return _Field(index, name, convert, fast, plain, empty, not spec.nullable, spec.unique)
 
 
 def _default_text(value: object, is_json: bool) -> str:
@@ -251,9 +257,9 @@ def _positions(values: list[Any], target: object) -> Iterator[int]:
         yield i
 
 
-def _copy_texts(values: list[Any]) -> list[str]:
-    """Return values as COPY text fields: escaped, NULL for None."""
-    present = "\x00".join(filter(None, values))  # NUL never occurs in a good value
+def _copy_texts(values: list[Any], plain: bool) -> list[str]:
+    """Return values as COPY text fields: escaped (unless `plain`), NULL for None."""
+    present = "" if plain else "\x00".join(filter(None, values))  # no good value holds NUL
     if any(special in present for special in _SPECIAL):
         return [NULL if v is None else v.translate(_ESCAPES) for v in values]
     out = values if None not in values else values.copy()

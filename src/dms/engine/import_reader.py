@@ -25,10 +25,17 @@ from dms.engine.errors import InvalidRequest
 from dms.engine.import_plan import Batch, ImportPlan
 from dms.tables import upload_chunks
 
-__all__ = ["PROCESS_MIN_BYTES", "Reader", "open_reader", "produce_batches", "stream_chunks"]
+__all__ = [
+    "PROCESS_MIN_BYTES",
+    "Reader",
+    "open_reader",
+    "produce_batches",
+    "stream_chunks",
+    "warm_up",
+]
 
 CHUNKS_PER_QUERY = 4
-PROCESS_MIN_BYTES = 8 << 20  # below this, a child process costs more than it saves
+PROCESS_MIN_BYTES = 2 << 20  # below this, a child process costs more than it saves
 QUEUE_BATCHES = 2
 _END = ("end",)
 
@@ -162,6 +169,17 @@ class _ThreadReader(Reader):
 
 _CONTEXT: Any = None
 _CONTEXT_LOCK = threading.Lock()
+
+
+def warm_up() -> None:
+    """Start the reader processes' server now (once per process), not in the first big import."""
+    process = _context().Process(target=_nothing, daemon=True)
+    process.start()
+    process.join()
+
+
+def _nothing() -> None:
+    """Do nothing (a child that only makes the forkserver start)."""
 
 
 def _context() -> Any:

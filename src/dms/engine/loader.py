@@ -1,11 +1,12 @@
-"""The database side of an import: COPY batches, find duplicates, store error rows.
+"""The database side of an import: COPY batches, reject duplicates, store error rows.
 
-Unique columns: before a batch is copied, rows repeating the text of an earlier line of the batch
-are found in Python, and one query per unique column finds the rows whose value (compared as the
-column's type; NULLs never collide) is already in the table; earlier batches are in the table by
-then, so that catches duplicates across batches too. Whatever PostgreSQL still refuses during COPY
-(a concurrent writer's duplicate, 10 and 010 in one integer batch, a value a converter let
-through) is isolated by bisecting the batch under savepoints: one bad row never fails a job.
+Unique columns: rows repeating the text of an earlier line of their batch are rejected in
+Python. The batch is then COPYed straight into the table; if PostgreSQL reports a unique
+violation, the batch is rolled back to its savepoint and one query per unique column finds the
+rows whose value (compared as the column's type; NULLs never collide) is already in the table
+(earlier batches included), and the rest is COPYed. A few batches after a conflict are probed
+first. Whatever PostgreSQL still refuses (a concurrent writer's duplicate, a value a converter
+let through) is isolated by bisecting the batch under savepoints: one bad row never fails a job.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dms.tables import import_errors
 __all__ = ["Loader"]
 
 _DUPLICATE = "duplicate value for unique column {}"
+PROBE_AFTER_CONFLICT = 4
 
 
 class Loader:
@@ -47,23 +49,38 @@ class Loader:
         self.errors_sql = sql.SQL(
             "COPY {} (job_id, line, column_name, value, message) FROM STDIN"
         ).format(sql.Identifier(import_errors.name))
+        self.unique = plan.unique
         self.probes = [(name, _probe(table.table, name)) for name in plan.unique]
+        self._probing = 0  # batches left to probe before trying COPY first again
         self.constraints = {unique_name(table.id, c.name): c.name for c in table.columns}
 
     def load(self, batch: Batch) -> tuple[int, list[ErrorRow]]:
         """Insert the batch's good rows; return (rows inserted, rows refused here as errors)."""
-        data, lines = batch.data, batch.lines
+        data, lines, keys = batch.data, batch.lines, batch.keys
         errors: list[ErrorRow] = []
-        if self.probes and lines:
-            found = self._duplicates(batch.keys)
-            if found:
-                for i in sorted(found):
-                    name, value = found[i]
-                    errors.append(ErrorRow(lines[i], name, value, _DUPLICATE.format(name)))
-                rows = _split(data)
-                keep = [i for i in range(len(lines)) if i not in found]
-                data = b"".join(rows[i] for i in keep)
-                lines = [lines[i] for i in keep]
+        if not self.probes or not lines:
+            return self._insert(data, lines, errors), errors
+        repeated = self._repeated(keys)
+        if repeated:
+            data, lines, keys = _drop(repeated, data, lines, keys, errors)
+        if not lines:
+            return 0, errors
+        # Probing costs about as much as the COPY; most batches collide with nothing, so COPY
+        # first and probe only after a conflict (and for the few batches after one).
+        if self._probing:
+            self._probing -= 1
+        else:
+            try:
+                with self.conn.begin_nested():
+                    self._copy(data, len(lines))
+                return len(lines), errors
+            except psycopg.errors.UniqueViolation:
+                self._probing = PROBE_AFTER_CONFLICT
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
+                pass  # not a duplicate: bisection below finds the row
+        taken = self._taken(keys)
+        if taken:
+            data, lines, keys = _drop(taken, data, lines, keys, errors)
         return self._insert(data, lines, errors), errors
 
     def write_errors(self, errors: list[ErrorRow], conn: Connection | None = None) -> None:
@@ -75,18 +92,24 @@ class Loader:
             for error in errors:
                 copy.write_row((self.job_id, *error))
 
-    def _duplicates(self, keys: list[list[str | None]]) -> dict[int, tuple[str, str]]:
-        """Return row index -> (column, value) for rows whose unique value is taken."""
+    def _repeated(self, keys: list[list[str | None]]) -> dict[int, tuple[str, str]]:
+        """Return row -> (column, value) for rows repeating an earlier row's text."""
+        # Equal values spelt differently (10 and 010) reach COPY, which refuses them; the probe
+        # (typed comparison) then rejects the later one.
         found: dict[int, tuple[str, str]] = {}
-        for (name, probe), values in zip(self.probes, keys, strict=True):
-            # Same text, same value: an earlier line of the batch has it. (Equal values spelt
-            # differently, 10 and 010, reach COPY, which refuses them; bisection reports them.)
+        for name, values in zip(self.unique, keys, strict=True):
             seen: set[str] = set()
             for i, value in enumerate(values):
                 if value is not None:
                     if value in seen:
                         found.setdefault(i, (name, value[:VALUE_CHARS]))
                     seen.add(value)
+        return found
+
+    def _taken(self, keys: list[list[str | None]]) -> dict[int, tuple[str, str]]:
+        """Return row -> (column, value) for rows whose value is already in the table."""
+        found: dict[int, tuple[str, str]] = {}
+        for (name, probe), values in zip(self.probes, keys, strict=True):
             for position in self.conn.execute(probe, {"vals": values}).scalars():
                 i = position - 1  # ordinality counts from 1
                 found.setdefault(i, (name, (values[i] or "")[:VALUE_CHARS]))
@@ -150,6 +173,26 @@ def _probe(table: sa.Table, name: str) -> sa.Select[Any]:
         .lateral("hit")
     )
     return select(given.c.i).select_from(given.join(hit, sa.true()))
+
+
+def _drop(
+    found: dict[int, tuple[str, str]],
+    data: bytes,
+    lines: list[int],
+    keys: list[list[str | None]],
+    errors: list[ErrorRow],
+) -> tuple[bytes, list[int], list[list[str | None]]]:
+    """Report the `found` rows as duplicates and return the batch without them."""
+    for i in sorted(found):
+        name, value = found[i]
+        errors.append(ErrorRow(lines[i], name, value, _DUPLICATE.format(name)))
+    keep = [i for i in range(len(lines)) if i not in found]
+    rows = _split(data)
+    return (
+        b"".join(rows[i] for i in keep),
+        [lines[i] for i in keep],
+        [[key[i] for i in keep] for key in keys],
+    )
 
 
 def _split(data: bytes) -> list[bytes]:

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from dms.engine.catalog import TableDef
 from dms.engine.csvreader import CsvFormatError, detect_format, read_records
@@ -19,6 +19,7 @@ from dms.engine.errors import (
     IdempotencyConflict,
     InvalidRequest,
     PayloadTooLarge,
+    RateLimited,
     ValidationFailed,
 )
 from dms.tables import import_jobs, upload_chunks
@@ -26,6 +27,7 @@ from dms.tables import import_jobs, upload_chunks
 CHUNK_BYTES = 1 << 20
 MAX_HEADER_BYTES = 1 << 20
 ON_ERROR = ("skip", "abort")
+ACTIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,22 @@ def check_header(table: TableDef, head: bytes, options: UploadOptions) -> dict[s
         "columns": columns,
         "header": header.fields,
     }
+
+
+def check_active_imports(engine: Engine, user_id: int, limit: int) -> None:
+    """Raise RateLimited when the user already has `limit` queued or running imports."""
+    with engine.connect() as conn:
+        active = conn.execute(
+            select(func.count())
+            .select_from(import_jobs)
+            .where(import_jobs.c.user_id == user_id, import_jobs.c.status.in_(ACTIVE))
+        ).scalar_one()
+    if active >= limit:
+        raise RateLimited(
+            f"you already have {active} imports queued or running (at most {limit}); "
+            "wait for one to end",
+            detail={"retry_after": 10},
+        )
 
 
 def header_complete(head: bytes) -> bool:
