@@ -75,12 +75,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from dms.cli import register_cli
 
     register_cli(app)
-    if _wants_inprocess_worker(app):
-        svc.worker = _start_worker(broker, int(app.config["DMS_WORKER_THREADS"]))
-        svc.extras["sweeper"] = start_sweeper(
-            lambda: svc, float(app.config["DMS_SWEEP_INTERVAL_SECONDS"])
-        )
-        atexit.register(svc.close)
+    # Under gunicorn or in tests the app serves at once; a `flask` command only serves when it
+    # is `serve`, which starts the worker itself (one-shot commands need none).
+    if click.get_current_context(silent=True) is None:
+        start_background(app)
     return app
 
 
@@ -108,12 +106,16 @@ def _configure_flask(app: Flask) -> None:
     app.url_map.strict_slashes = False
 
 
-def _wants_inprocess_worker(app: Flask) -> bool:
-    if app.config["DMS_BROKER_URL"] or not app.config["DMS_INPROCESS_WORKER"]:
-        return False
-    # Under `flask --app dms <command>` only `run` serves; one-shot commands need no worker.
-    ctx = click.get_current_context(silent=True)
-    return ctx is None or ctx.info_name in ("run", "serve")
+def start_background(app: Flask) -> None:
+    """Start the in-process worker and sweeper when no broker URL is configured."""
+    svc: Services = app.extensions["dms"]
+    if app.config["DMS_BROKER_URL"] or not app.config["DMS_INPROCESS_WORKER"] or svc.worker:
+        return
+    svc.worker = _start_worker(svc.broker, int(app.config["DMS_WORKER_THREADS"]))
+    svc.extras["sweeper"] = start_sweeper(
+        lambda: svc, float(app.config["DMS_SWEEP_INTERVAL_SECONDS"])
+    )
+    atexit.register(svc.close)
 
 
 def _start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:

@@ -152,7 +152,10 @@ class _QuietHandler(WSGIRequestHandler):
 @with_appcontext
 def serve(host: str, port: int) -> None:
     """Serve the API (threaded, no reloader) with the in-process worker; for `make run`."""
+    from dms.app import start_background
+
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    start_background(app)
     run_simple(host, port, app, threaded=True, request_handler=_QuietHandler)
 
 

@@ -1,0 +1,106 @@
+"""The `make run` path, replayed: embedded PostgreSQL, migrate, first admin, serve, import."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_imports_api import multipart
+
+pytestmark = pytest.mark.smoke
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _call(
+    base: str,
+    path: str,
+    body: bytes | None = None,
+    token: str = "",
+    content_type: str = "application/json",
+) -> dict:
+    headers = {"Content-Type": content_type}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(base + path, data=body, headers=headers)
+    return json.load(urllib.request.urlopen(request, timeout=30))
+
+
+def test_make_run_sequence_serves_and_imports_with_the_inprocess_worker(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DMS_", "MAIL_"))}
+    env.update(
+        DMS_VAR_DIR=str(tmp_path / "var"),
+        DMS_ADMIN_PASSWORD="admin-password-1",
+        DMS_SWEEP_INTERVAL_SECONDS="3600",
+    )
+    flask = [str(Path(sys.executable).parent / "flask"), "--app", "dms"]
+    for args in (["db", "upgrade"], ["users", "ensure-admin"]):
+        done = subprocess.run([*flask, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "curl -s -X POST http://127.0.0.1:8000/api/token/" in done.stdout
+    port = _free_port()
+    server = subprocess.Popen(
+        [*flask, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/readyz", timeout=1).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        token = _call(
+            base,
+            "/api/token/",
+            json.dumps({"username": "admin", "password": "admin-password-1"}).encode(),
+        )["access"]
+        _call(
+            base,
+            "/schemas/create_table/",
+            json.dumps({"table_name": "t", "fields": {"name": "text", "n": "int"}}).encode(),
+            token,
+        )
+        job = _call(
+            base,
+            "/import/upload/",
+            multipart({"table_name": "t"}, b"name,n\na,1\nb,x\nc,3\n"),
+            token,
+            "multipart/form-data; boundary=dmsboundary7",
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            status = _call(base, f"/import/jobs/{job['job_id']}/", token=token)
+            if status["status"] not in ("queued", "running"):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        assert status["status"] == "completed_with_errors"
+        assert (status["rows_imported"], status["rows_rejected"]) == (2, 1)
+        mail = tmp_path / "var" / "mail"
+        deadline = time.monotonic() + 30
+        while not list(mail.glob("*.eml")):
+            assert time.monotonic() < deadline, "no mail written"
+            time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert server.returncode == 0 or server.returncode < 0
