@@ -24,7 +24,9 @@ def multipart(fields: dict[str, str], data: bytes, boundary: str = "dmsboundary7
     ]
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.csv"\r\n'
-        "Content-Type: text/csv\r\n\r\n".encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        "Content-Type: text/csv\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
     )
     return b"".join(parts)
 
@@ -34,8 +36,12 @@ def upload(client, auth, data: bytes, table="people", key=None, **fields):
     if key:
         headers["Idempotency-Key"] = key
     body = multipart({"table_name": table, **fields}, data)
-    return client.post("/import/upload/", data=body, headers=headers,
-                       content_type="multipart/form-data; boundary=dmsboundary7")
+    return client.post(
+        "/import/upload/",
+        data=body,
+        headers=headers,
+        content_type="multipart/form-data; boundary=dmsboundary7",
+    )
 
 
 def make_table(client, auth, name="people", fields=None):

@@ -449,12 +449,16 @@ def test_concurrent_writers_and_readers_agree(app, client, auth, people):
 def test_fields_never_leak_sort_columns(client, auth, people):
     page = read(client, auth, fields="name", sort_by="-age", limit=2).get_json()
     assert [set(r) for r in page["records"]] == [{"id", "name"}, {"id", "name"}]
-    following = read(client, auth, fields="name", sort_by="-age", limit=2,
-                     cursor=page["next_cursor"]).get_json()
+    following = read(
+        client, auth, fields="name", sort_by="-age", limit=2, cursor=page["next_cursor"]
+    ).get_json()
     assert [set(r) for r in following["records"]] == [{"id", "name"}, {"id", "name"}]
 
 
 def test_null_jsonb_is_sql_null(client, auth, people):
-    client.post("/crud/create_record/", headers=auth,
-                json={"table_name": "people", "data": {"name": "nulljson", "tags": None}})
+    client.post(
+        "/crud/create_record/",
+        headers=auth,
+        json={"table_name": "people", "data": {"name": "nulljson", "tags": None}},
+    )
     assert "nulljson" in names(read(client, auth, filters={"tags": {"isnull": True}}))
