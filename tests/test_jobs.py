@@ -68,3 +68,26 @@ def test_readyz_answers_503_when_the_broker_is_unreachable(make_app):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert "broker" in response.get_json()["message"]
+
+
+def test_a_long_smtp_outage_does_not_multiply_send_attempts(make_app):
+    port = _free_port()
+    app = make_app(
+        DMS_INPROCESS_WORKER=True,
+        MAIL_SERVER="127.0.0.1",
+        MAIL_PORT=port,
+        DMS_SWEEP_INTERVAL_SECONDS=0.5,
+        DMS_JOB_STALE_SECONDS=0.5,
+    )
+    outbox_id = _queue_test_mail(app, "patient@example.com")
+    import time
+
+    time.sleep(6)
+    # One retry chain backing off (1 s, 2 s, 4 s…), not a new chain every sweep.
+    assert 1 <= _sent(app, outbox_id).attempts <= 5
+    sink = SmtpSink(port).start()
+    try:
+        wait_for(lambda: _sent(app, outbox_id).sent_at, timeout=60)
+        assert len(sink.messages) == 1
+    finally:
+        sink.stop()

@@ -13,7 +13,7 @@ from werkzeug.serving import WSGIRequestHandler, run_simple
 from dms import migrate
 from dms.auth import users as user_store
 from dms.engine.errors import DmsError
-from dms.jobs.outbox import add_message
+from dms.jobs.outbox import add_message, mark_queued
 from dms.services import services
 
 db_cli = AppGroup("db", help="Database migrations.")
@@ -135,6 +135,7 @@ def mail_send_test(recipient: str) -> None:
     with svc.db.engine.begin() as conn:
         outbox_id = add_message(conn, recipient, "DMS test message", "Mail from DMS works.")
     svc.enqueue("send_mail", outbox_id)
+    mark_queued(svc.db.engine, [outbox_id])
     click.echo(f"queued message {outbox_id}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,8 @@ from dms.engine.catalog import Catalog
 from dms.engine.ddl import Schemas
 from dms.engine.records import Records
 from dms.mailer import Mailer
+
+log = logging.getLogger("dms.jobs")
 
 
 @dataclass
@@ -34,6 +37,15 @@ class Services:
     def enqueue(self, actor_name: str, *args: Any, **options: Any) -> None:
         """Send a message for `actor_name`; the database stays the source of truth."""
         self.actors[actor_name].send_with_options(args=args, **options)
+
+    def enqueue_or_defer(self, actor_name: str, *args: Any) -> bool:
+        """Send a message, or leave it to the sweep when the broker is down; True if sent."""
+        try:
+            self.enqueue(actor_name, *args)
+        except Exception as exc:  # noqa: BLE001 - any broker failure: the sweep re-sends
+            log.warning("broker unavailable, %s%s left to the sweep: %s", actor_name, args, exc)
+            return False
+        return True
 
     def readiness_problems(self) -> list[str]:
         """Return what is unreachable (database, broker); empty when ready."""

@@ -202,4 +202,6 @@ outbox = Table(
     Column("sent_at", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
+    # Last time a send was queued or tried: the sweep leaves messages with a live retry chain.
+    Column("queued_at", DateTime(timezone=True)),
 )

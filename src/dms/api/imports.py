@@ -72,7 +72,9 @@ def upload() -> Response:
     svc = services()
     job_id, created = receive_upload(caller().id, _resolve)
     if created:
-        svc.enqueue("run_import", job_id)
+        # The job is stored: if the broker is down the periodic sweep sends its message, so the
+        # answer is still 202 (a 500 would invite a retry that creates a second job).
+        svc.enqueue_or_defer("run_import", job_id)
     job = jobstatus.get_job(svc.db.engine, caller().id, job_id)
     body = {
         "job_id": job_id,

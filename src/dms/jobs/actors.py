@@ -10,7 +10,7 @@ from flask import Flask
 
 from dms.engine import importing
 from dms.jobs.broker import QUEUE
-from dms.jobs.outbox import deliver, job_owner_email, unsent_for_job
+from dms.jobs.outbox import deliver, job_owner_email, mark_queued, unsent_for_job
 from dms.services import services
 
 # name -> (function, dramatiq options); every actor is safe to run twice.
@@ -51,8 +51,10 @@ def run_import(job_id: str) -> None:
         mail_to=job_owner_email(svc.db.engine, job_id),
         public_url=svc.config["DMS_PUBLIC_URL"],
     )
-    for outbox_id in unsent_for_job(svc.db.engine, job_id):
-        svc.enqueue("send_mail", outbox_id)
+    queued = [
+        m for m in unsent_for_job(svc.db.engine, job_id) if svc.enqueue_or_defer("send_mail", m)
+    ]
+    mark_queued(svc.db.engine, queued)
 
 
 def declare_actors(broker: dramatiq.Broker, app: Callable[[], Flask]) -> dict[str, dramatiq.Actor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 
 from dms.mailer import Mailer
 from dms.tables import import_jobs, outbox, users
@@ -55,19 +55,42 @@ def _record_failure(engine: Engine, outbox_id: int, exc: Exception) -> None:
         conn.execute(
             update(outbox)
             .where(outbox.c.id == outbox_id)
-            .values(attempts=outbox.c.attempts + 1, last_error=str(exc)[:500])
+            .values(attempts=outbox.c.attempts + 1, last_error=str(exc)[:500], queued_at=func.now())
         )
+
+
+# dramatiq's retries of send_mail back off up to 5 minutes; a message tried or queued more
+# recently than this still has a live retry chain and must not get a second one.
+RETRY_CHAIN_QUIET_S = 600
 
 
 def unsent(engine: Engine, older_than_s: float = 0) -> list[int]:
-    """Return the ids of messages not sent yet (for the periodic sweep)."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    """Return unsent messages that no retry chain is looking after (for the periodic sweep)."""
+    now = datetime.now(UTC)
+    never_queued = and_(
+        outbox.c.queued_at.is_(None),
+        outbox.c.created_at < now - timedelta(seconds=older_than_s),
+    )
+    chain_gone_quiet = outbox.c.queued_at < now - timedelta(
+        seconds=max(older_than_s, RETRY_CHAIN_QUIET_S)
+    )
     with engine.connect() as conn:
         return list(
             conn.execute(
-                select(outbox.c.id).where(outbox.c.sent_at.is_(None), outbox.c.created_at < cutoff)
+                select(outbox.c.id).where(
+                    outbox.c.sent_at.is_(None), or_(never_queued, chain_gone_quiet)
+                )
             ).scalars()
         )
+
+
+def mark_queued(engine: Engine, outbox_ids: list[int]) -> None:
+    """Record that a send was queued for these messages."""
+    if outbox_ids:
+        with engine.begin() as conn:
+            conn.execute(
+                update(outbox).where(outbox.c.id.in_(outbox_ids)).values(queued_at=func.now())
+            )
 
 
 def unsent_for_job(engine: Engine, job_id: str) -> list[int]:

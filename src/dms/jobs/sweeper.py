@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 from dms.engine.importing import reap_stale_jobs
-from dms.jobs.outbox import unsent
+from dms.jobs.outbox import mark_queued, unsent
 from dms.services import Services
 
 log = logging.getLogger("dms.jobs")
@@ -22,6 +22,7 @@ def sweep(svc: Services) -> tuple[list[str], list[int]]:
     mails = unsent(svc.db.engine, older_than_s=stale_after)
     for outbox_id in mails:
         svc.enqueue("send_mail", outbox_id)
+    mark_queued(svc.db.engine, mails)
     if jobs or mails:
         log.info("sweep re-queued jobs %s and mail %s", jobs, mails)
     return jobs, mails

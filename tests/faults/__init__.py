@@ -1,0 +1,1 @@
+"""Fault injection: real processes, private PostgreSQL and Redis the tests stop and start."""
