@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test smoke lint format bench install clean
+.PHONY: run test smoke lint format bench fuzz soak install clean
+FUZZ_EXAMPLES ?= 500
+SOAK_SECONDS ?= 300
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "DMS needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -43,6 +45,14 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# schemathesis against /openapi.json on every endpoint, with many more examples than CI runs.
+fuzz: install
+	DMS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/fuzz -p no:cacheprovider
+
+# Mixed load on loopback (gunicorn, two dramatiq workers, Redis), bounded to SOAK_SECONDS.
+soak: install
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

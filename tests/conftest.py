@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -18,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from dms import create_app, migrate
 from dms.auth.users import User, hash_password
-from dms.embedded import start_embedded
+from dms.embedded import start_embedded, stop_embedded
 from dms.tables import users
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
@@ -31,12 +34,20 @@ def _plain(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> Iterator[str]:
     """Return a URL to a PostgreSQL server we may create databases on."""
     url = os.environ.get("DMS_TEST_DATABASE_URL")
     if url:
-        return url
-    return start_embedded(tmp_path_factory.mktemp("embedded") / "pg", database="postgres")
+        yield url
+        return
+    # Not under pytest's basetemp: pytest resets its permissions to 0700, which would lock the
+    # server (running as its own system user) out of its data directory.
+    root = Path(tempfile.mkdtemp(prefix="dms-test-pg-"))
+    try:
+        yield start_embedded(root / "pg", database="postgres")
+    finally:
+        stop_embedded(root / "pg")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +75,9 @@ def base_config(database_url: str, var_dir: str) -> dict[str, Any]:
         "DMS_BROKER_URL": None,
         "DMS_INPROCESS_WORKER": False,
         "MAIL_SERVER": None,
+        # The session shares one database: a test app's sweep must not pick up other tests'
+        # leftovers (tests of the sweep itself set their own threshold).
+        "DMS_JOB_STALE_SECONDS": 3600,
     }
 
 

@@ -213,7 +213,8 @@ def test_in_process_worker_imports_reports_errors_and_mails_once(worker_app, wcl
     page = wclient.get("/crud/read_records/?table_name=people&limit=1", headers=wauth).get_json()
     assert page["count"] == good
     maildir = Path(worker_app.config["DMS_VAR_DIR"]) / "mail"
-    mails = wait_for(lambda: list(maildir.glob("*.eml")))
+    job_id = body["job_id"]
+    mails = wait_for(lambda: [m for m in maildir.glob("*.eml") if job_id in m.read_text()])
     assert len(mails) == 1
     text = mails[0].read_text()
     assert "people" in text and str(good) in text

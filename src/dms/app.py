@@ -24,6 +24,7 @@ from dms.config import build_config
 from dms.db import open_database
 from dms.engine.catalog import Catalog
 from dms.engine.ddl import Limits, Schemas
+from dms.engine.import_reader import warm_up
 from dms.engine.records import Records
 from dms.jobs.actors import declare_actors
 from dms.jobs.broker import build_broker
@@ -111,6 +112,7 @@ def start_background(app: Flask) -> None:
     svc: Services = app.extensions["dms"]
     if app.config["DMS_BROKER_URL"] or not app.config["DMS_INPROCESS_WORKER"] or svc.worker:
         return
+    warm_up()  # the import reader's process server, started before the first big import
     svc.worker = _start_worker(svc.broker, int(app.config["DMS_WORKER_THREADS"]))
     svc.extras["sweeper"] = start_sweeper(
         lambda: svc, float(app.config["DMS_SWEEP_INTERVAL_SECONDS"])

@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 
 from dms.config import is_embedded
 from dms.embedded import start_embedded
+from dms.engine import jsonvalues
 
 
 class Database:
@@ -49,6 +50,9 @@ def _create(url: str, pool_size: int, *, options: str) -> Engine:
         pool_recycle=3600,
         # Timestamps without a zone mean UTC, whatever the server's default is.
         connect_args={"application_name": "dms", "connect_timeout": 5, "options": options},
+        # jsonb numbers come back exact: a big integer or a fraction never turns into a float
+        # (or into an integer orjson cannot write).
+        json_deserializer=jsonvalues.loads,
     )
 
 

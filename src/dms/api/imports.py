@@ -65,6 +65,7 @@ def _resolve(form: dict[str, str]) -> TableDef:
         200: ("the same upload again", ACCEPTED),
         409: "Idempotency-Key reused with other bytes",
         413: "file too large",
+        429: "too many imports queued or running",
     },
 )
 def upload() -> Response:

@@ -15,12 +15,13 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import UnsupportedMediaType
 
 from dms.engine.errors import InvalidRequest, ValidationFailed
+from dms.engine.jsonvalues import plain_decimal
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
-        # A numeric keeps every digit: emitted as a JSON number, never through float.
-        return orjson.Fragment(str(value)) if value.is_finite() else str(value)
+        # A numeric keeps every digit: a JSON number in positional notation, never a float.
+        return orjson.Fragment(plain_decimal(value)) if value.is_finite() else str(value)
     if isinstance(value, (uuid.UUID, dt.timedelta)):
         return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")

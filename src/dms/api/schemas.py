@@ -48,7 +48,13 @@ def _body(*required: str, optional: tuple[str, ...] = ()) -> dict[str, object]:
         props["fields"] = {"type": "object", "additionalProperties": _S}
     if "columns" in props:
         props["columns"] = {"type": "array", "items": _S}
-    return {"type": "object", "required": list(required), "properties": props}
+    # `expect` refuses unknown keys, so the document says so.
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": props,
+        "additionalProperties": False,
+    }
 
 
 @bp.post("/create_table/")
@@ -133,7 +139,10 @@ def list_tables() -> Response:
 
 @bp.get("/describe_table/")
 @doc(
-    query=[{"name": n, "in": "query", "schema": _S} for n in ("table_name", "owner")],
+    query=[
+        {"name": n, "in": "query", "schema": _S, "required": n == "table_name"}
+        for n in ("table_name", "owner")
+    ],
     responses={200: ("table definition", DEFINITION)},
 )
 def describe_table() -> Response:

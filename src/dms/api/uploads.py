@@ -92,10 +92,15 @@ class _Parse:
 
     def feed(self, event: Any) -> None:
         if isinstance(event, Field):
+            if not event.name:
+                raise ValidationFailed("a form part has no name", errors={"form": ["unnamed part"]})
             self.current, self.field_value = event.name, bytearray()
         elif isinstance(event, File):
             if event.name != "file":
-                raise ValidationFailed("unexpected file part", errors={event.name: ["unexpected"]})
+                where = (event.name or "form")[:80]
+                raise ValidationFailed(
+                    "send the CSV as the 'file' part", errors={where: ["unexpected file"]}
+                )
             self.files += 1
             if self.files > 1:
                 raise ValidationFailed("send exactly one file", errors={"file": ["only one"]})

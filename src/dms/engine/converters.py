@@ -302,7 +302,8 @@ def uuid_text(text: str) -> str:
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 _EMAIL = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+    # The last label: letters, or an IDN top-level domain in punycode (xn--p1ai for .рф).
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})"
 )
 
 
@@ -372,6 +373,10 @@ def check_json(value: object) -> object:
                 raise ConversionError("not a finite number")
         elif isinstance(item, int):  # bool included
             if not -_MAX_JSON_INT < item < _MAX_JSON_INT:
+                raise ConversionError("JSON number out of range")
+        elif isinstance(item, Decimal):
+            # jsonb read back from PostgreSQL keeps numbers exact as Decimals.
+            if not item.is_finite() or abs(item.adjusted()) > 1000:
                 raise ConversionError("JSON number out of range")
         elif item is not None:
             raise ConversionError("not a JSON value")

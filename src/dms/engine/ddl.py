@@ -40,6 +40,7 @@ from dms.engine.errors import (
     ValidationFailed,
 )
 from dms.engine.identifiers import validate_identifier
+from dms.engine.jsonvalues import plain_decimal
 from dms.engine.locks import lock_owner, set_lock_timeout, try_lock_table
 from dms.engine.types import ColumnSpec, ColumnType, parse_column_spec
 from dms.tables import user_columns, user_indexes, user_tables
@@ -59,7 +60,9 @@ class Limits:
 
 def storable_default(value: Any) -> Any:
     """Return a column default as JSON for the registry (exact: numerics as strings)."""
-    if isinstance(value, Decimal | UUID):
+    if isinstance(value, Decimal):
+        return plain_decimal(value)  # "0.0000001", never "1E-7", which the types refuse
+    if isinstance(value, UUID):
         return str(value)
     if isinstance(value, datetime | date | time):
         return value.isoformat()
@@ -535,14 +538,16 @@ def _check_convertible(
     )
     bad: list[int] = []
     message = ""
-    for row_id, value in conn.execute(query):
-        try:
-            target.from_csv(value)
-        except ValueError as exc:
-            bad.append(row_id)
-            message = message or f"{value[:40]!r}: {exc}"
-            if len(bad) >= limit:
-                break
+    # Closed on the early exit too: a streamed result left open keeps its server-side cursor.
+    with conn.execute(query) as result:
+        for row_id, value in result:
+            try:
+                target.from_csv(value)
+            except ValueError as exc:
+                bad.append(row_id)
+                message = message or f"{value[:40]!r}: {exc}"
+                if len(bad) >= limit:
+                    break
     if bad:
         raise ValidationFailed(
             f"cannot convert column {column!r} to {target.spec}: rows {bad} do not convert "

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, Select, select
 
+from dms.engine import jsonvalues
 from dms.engine.catalog import Catalog, TableDef
 from dms.engine.query import compile_where
 
@@ -34,7 +35,9 @@ def cell(value: Any) -> str:
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, dict | list):
-        return safe_text(json.dumps(value, ensure_ascii=False))
+        return safe_text(jsonvalues.dumps(value))
+    if isinstance(value, Decimal):
+        return jsonvalues.plain_decimal(value)
     return str(value)  # numbers (never formulas), UUIDs
 
 

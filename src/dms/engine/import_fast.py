@@ -67,7 +67,11 @@ class FastCheck:
         """Return True if every value of `block` is proven valid (empty cells pass)."""
         if self.max_len is not None and max(map(len, block)) > self.max_len:
             return False
-        return self.pattern is None or self.pattern.fullmatch("\n".join(block)) is not None
+        if self.pattern is None:
+            return True
+        joined = "\n".join(block)
+        # A value holding a newline would pass as two: only the joining newlines may be there.
+        return joined.count("\n") == len(block) - 1 and self.pattern.fullmatch(joined) is not None
 
 
 def _block(value: str, max_len: int | None = None) -> FastCheck:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from dms.jobs.outbox import add_message
+from dms.engine.mailbox import add_message
 from dms.tables import import_errors, outbox
 
 __all__ = ["MAIL_ERRORS", "end_mail", "queue_end_mail"]

@@ -1,10 +1,11 @@
 """Parsed CSV records -> batches of COPY text, each column converted by its type's `from_csv`.
 
-Work is done a column of a batch at a time so that the per-value loop runs in C (`map` over the
-registry's converter); a value that does not convert costs one exception and the loop resumes
-after it. Rules for cells: an empty cell is the column's default if it has one, else NULL; NULL
-into a not-null column is a row error ("required"). Every bad field of a row is reported; the
-row counts once in `rejected`.
+Work is done a column of a batch at a time: `import_fast` proves most values valid in bulk and
+the registry's converter runs on the rest (or, for types without a bulk check, on every value
+through `map`, one exception per bad value). Cells: an empty cell is the column's default if it
+has one, else NULL; NULL into a not-null column is a row error ("required"); columns absent
+from the file get their database default. Every bad field of a row is reported; the row counts
+once in `rejected`.
 """
 
 from __future__ import annotations

@@ -10,9 +10,11 @@ are in memory, whatever the file's size.
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import queue
 import threading
+import time
 from collections.abc import Generator, Iterator
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -34,6 +36,7 @@ __all__ = [
     "warm_up",
 ]
 
+log = logging.getLogger("dms.import")
 CHUNKS_PER_QUERY = 4
 PROCESS_MIN_BYTES = 2 << 20  # below this, a child process costs more than it saves
 QUEUE_BATCHES = 2
@@ -120,7 +123,10 @@ def open_reader(
     """Return a reader of the upload from `start`: a child process for big remainders."""
     args = (job_id, start, options, plan, batch_rows)
     if remaining_bytes >= PROCESS_MIN_BYTES:
-        return _ProcessReader(engine.url.render_as_string(hide_password=False), args)
+        try:
+            return _ProcessReader(engine.url.render_as_string(hide_password=False), args)
+        except OSError as exc:  # no process semaphores here (e.g. no /dev/shm): slower, works
+            log.warning("import reader process unavailable, reading in a thread: %s", exc)
     return _ThreadReader(engine, args)
 
 
@@ -218,10 +224,16 @@ class _ProcessReader(Reader):
 
     def close(self) -> None:
         self._alive.close()
-        self._process.join(timeout=10)
+        # Drain what the child already sent, or it could wait forever to flush it on exit.
+        deadline = time.monotonic() + 10
+        while self._process.is_alive() and time.monotonic() < deadline:
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
         if self._process.is_alive():
             self._process.terminate()
-            self._process.join()
+        self._process.join()
         self._queue.close()
 
 

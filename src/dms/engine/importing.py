@@ -11,6 +11,7 @@ The transaction that ends a job also queues its one mail in the outbox.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,16 @@ __all__ = [
     "run_import",
 ]
 
-_JOB_LOCK = "pg_try_advisory_lock(:k, hashtext(:j))"
+_TRY_JOB_LOCK = text("SELECT pg_try_advisory_lock(:k, hashtext(:j))")
+_JOB_UNLOCK = text("SELECT pg_advisory_unlock(:k, hashtext(:j))")
 Progress = Callable[[Any], None]
+
+
+log = logging.getLogger("dms.import")
+
+
+class Superseded(Exception):
+    """Raised inside a run whose job another run has claimed since (fencing by attempt)."""
 
 
 class ImportBusy(Exception):
@@ -94,6 +103,9 @@ class _Run:
         self.public_url = public_url.rstrip("/")
         self.on_progress = on_progress
         self.conn = engine.connect()
+        # The attempt this run claimed: a fencing token. Once another run has claimed the job
+        # (this one froze and lost its session), this run's updates match no row and stop.
+        self.attempt: int | None = None
         self.job_locked = False
         self.table_locked: int | None = None
 
@@ -103,9 +115,7 @@ class _Run:
         conn = self.conn
         with conn.begin():
             self.job_locked = bool(
-                conn.execute(
-                    text(f"SELECT {_JOB_LOCK}"), {"k": JOB_LOCK_CLASS, "j": self.job_id}
-                ).scalar()
+                conn.execute(_TRY_JOB_LOCK, {"k": JOB_LOCK_CLASS, "j": self.job_id}).scalar()
             )
         if not self.job_locked:
             return self._outcome(ran=False)  # another worker is running it right now
@@ -143,7 +153,10 @@ class _Run:
             if abort:
                 return self._load_all_or_nothing(job, table, plan)
             return self._load_in_batches(job, table, plan)
-        except InvalidRequest as exc:  # InvalidRequest: CsvFormatError, bad options
+        except Superseded:
+            log.warning("import %s was taken over by another run; this run stops", self.job_id)
+            return self._outcome(ran=False)
+        except InvalidRequest as exc:  # CsvFormatError, an unusable encoding or delimiter
             if conn.in_transaction():
                 conn.rollback()
             with conn.begin():
@@ -166,9 +179,9 @@ class _Run:
                 checkpoint_line=0,
             )
             self.conn.execute(delete(import_errors).where(import_errors.c.job_id == self.job_id))
-        return self.conn.execute(
-            self._job_update().values(**values).returning(*import_jobs.c)
-        ).one()
+        job = self.conn.execute(self._job_update().values(**values).returning(*import_jobs.c)).one()
+        self.attempt = int(job.attempts)
+        return job
 
     # --- loading --------------------------------------------------------------------------
 
@@ -205,13 +218,16 @@ class _Run:
                             heartbeat_at=func.now(),
                         )
                         .returning(*import_jobs.c)
-                    ).one()
+                    ).first()
+                    if job is None:
+                        raise Superseded(self.job_id)  # rolls this batch back with it
                 if self.on_progress is not None:
                     self.on_progress(job)
         finally:
             batches.close()
         with conn.begin():
-            return self._end("completed_with_errors" if job.rows_rejected else "succeeded")
+            status = "completed_with_errors" if job.rows_rejected else "succeeded"
+            return self._end(status, read_all=True)
 
     def _load_all_or_nothing(self, job: Any, table: TableDef, plan: ImportPlan) -> ImportOutcome:
         """on_error=abort: one transaction for every row; any bad row rolls it all back."""
@@ -251,9 +267,10 @@ class _Run:
                         "failed",
                         f"on_error=abort and {rejected} row(s) were rejected: nothing was stored",
                         rows_imported=0,
+                        read_all=True,
                     )
             assert txn is not None
-            outcome = self._end("succeeded", rows_imported=imported)
+            outcome = self._end("succeeded", rows_imported=imported, read_all=True)
             txn.commit()
             txn = None
             return outcome
@@ -267,7 +284,7 @@ class _Run:
         """Record errors, progress and heartbeat outside the all-or-nothing transaction."""
         with self.engine.begin() as side:
             loader.write_errors(batch.errors + refused, side)
-            return side.execute(
+            job = side.execute(
                 self._job_update()
                 .values(
                     status="running",
@@ -278,12 +295,20 @@ class _Run:
                     heartbeat_at=func.now(),
                 )
                 .returning(*import_jobs.c)
-            ).one()
+            ).first()
+            if job is None:
+                raise Superseded(self.job_id)
+            return job
 
     # --- the end --------------------------------------------------------------------------
 
     def _end(
-        self, status: str, error: str | None = None, *, rows_imported: int | None = None
+        self,
+        status: str,
+        error: str | None = None,
+        *,
+        rows_imported: int | None = None,
+        read_all: bool = False,
     ) -> ImportOutcome:
         """End the job in the caller's transaction and queue its one mail there too."""
         values: dict[str, Any] = {
@@ -295,6 +320,8 @@ class _Run:
         }
         if rows_imported is not None:
             values["rows_imported"] = rows_imported
+        if read_all:  # progress 1.0 even when trailing blank lines held no record
+            values["checkpoint_offset"] = import_jobs.c.size_bytes
         job = self.conn.execute(
             self._job_update()
             .where(import_jobs.c.status.in_(ACTIVE))
@@ -326,7 +353,10 @@ class _Run:
         )
 
     def _job_update(self) -> Any:
-        return update(import_jobs).where(import_jobs.c.id == self.job_id)
+        query = update(import_jobs).where(import_jobs.c.id == self.job_id)
+        if self.attempt is not None:
+            query = query.where(import_jobs.c.attempts == self.attempt)
+        return query
 
     def release(self) -> None:
         """Release the advisory locks and close the connection, whatever happened."""
@@ -340,10 +370,7 @@ class _Run:
                     if self.table_locked is not None:
                         release_table_for_import(conn, self.table_locked)
                     if self.job_locked:
-                        conn.execute(
-                            text("SELECT pg_advisory_unlock(:k, hashtext(:j))"),
-                            {"k": JOB_LOCK_CLASS, "j": self.job_id},
-                        )
+                        conn.execute(_JOB_UNLOCK, {"k": JOB_LOCK_CLASS, "j": self.job_id})
         except Exception:  # noqa: BLE001 - a broken session: closing it frees its locks
             conn.invalidate()
         finally:

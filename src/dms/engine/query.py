@@ -403,7 +403,11 @@ class _Filters:
                 raise _bad(name, f"{op} needs a non-empty list")
             self.check(len(value) - 1)
             self.terms += len(value) - 1
-            values = [_convert(column_type, name, item) for item in value]
+            # One expanding parameter typed like the column: every item is bound as that type
+            # (jsonb = jsonb, not jsonb = integer), and the statement text does not depend on
+            # how many items there are.
+            items = [_convert(column_type, name, item) for item in value]
+            values = sa.bindparam(None, items, type_=column.type, expanding=True)
             if op == "in":
                 return column.in_(values)
             outside = column.not_in(values)

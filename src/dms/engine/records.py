@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg.errors as pgerr
 from marshmallow import ValidationError
@@ -17,6 +18,7 @@ from dms.engine.catalog import Catalog, TableDef
 from dms.engine.errors import (
     InvalidRequest,
     RecordNotFound,
+    TableBusy,
     UniqueViolation,
     ValidationFailed,
 )
@@ -28,6 +30,31 @@ from dms.engine.query import (
 )
 
 MAX_BULK = 1000
+# What PostgreSQL says when a statement names a column or table a DDL just renamed or dropped.
+_SCHEMA_CHANGED = (pgerr.UndefinedColumn, pgerr.UndefinedTable)
+T = TypeVar("T")
+
+
+def fresh_after_ddl(method: Callable[..., T]) -> Callable[..., T]:
+    """Run `method` again, once, if a schema change committed between lookup and statement."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except DBAPIError as exc:
+            if not isinstance(exc.orig, _SCHEMA_CHANGED):
+                raise
+        # Every DDL bumps the table's version, so the second lookup sees the new definition
+        # (and answers 400/404 if the request now names something that is gone).
+        try:
+            return method(*args, **kwargs)
+        except DBAPIError as exc:
+            if isinstance(exc.orig, _SCHEMA_CHANGED):
+                raise TableBusy("the table changed while the request ran; retry") from exc
+            raise
+
+    return wrapper
 
 
 def _messages(exc: ValidationError) -> dict[str, list[str]]:
@@ -90,6 +117,7 @@ class Records:
 
     # --- writes ---------------------------------------------------------------------------
 
+    @fresh_after_ddl
     def create(self, owner_id: int, table_name: object, data: object) -> dict[str, Any]:
         """Insert one record and return it as stored (with its id)."""
         with self._writing() as conn:
@@ -98,6 +126,7 @@ class Records:
             row = conn.execute(insert(table.table).values(**values).returning(*table.table.c))
             return _as_dict(row.one())
 
+    @fresh_after_ddl
     def create_many(self, owner_id: int, table_name: object, records: object) -> list[dict]:
         """Insert up to 1000 records, all or nothing; errors are keyed by record index."""
         if not isinstance(records, list) or not records:
@@ -139,6 +168,7 @@ class Records:
             stored.sort(key=lambda r: r["id"])
             return stored
 
+    @fresh_after_ddl
     def update(
         self, owner_id: int, table_name: object, rid: object, data: object
     ) -> dict[str, Any]:
@@ -161,6 +191,7 @@ class Records:
                 raise RecordNotFound(f"no record with id {rid}")
             return _as_dict(row)
 
+    @fresh_after_ddl
     def delete(self, owner_id: int, table_name: object, rid: object) -> int:
         """Delete one record; 404 if there is no such id."""
         rid = record_id(rid)
@@ -175,6 +206,7 @@ class Records:
 
     # --- reads ----------------------------------------------------------------------------
 
+    @fresh_after_ddl
     def read(
         self, owner_id: int, table_name: object, params: ReadParams, conn: Connection | None = None
     ) -> Page:

@@ -186,7 +186,7 @@ class NumericType(ColumnType):
     def to_json(self, value: Any) -> Any:
         # A Fragment keeps every digit; a float would not. NaN is not JSON.
         if isinstance(value, Decimal):
-            return orjson.Fragment(str(value)) if value.is_finite() else None
+            return orjson.Fragment(format(value, "f")) if value.is_finite() else None
         return value
 
 

@@ -13,6 +13,7 @@ from functools import cache
 import dramatiq
 from flask import Flask
 
+from dms.engine.import_reader import warm_up
 from dms.jobs.actors import declare_actors
 from dms.jobs.broker import build_broker
 from dms.jobs.sweeper import start_sweeper
@@ -31,6 +32,7 @@ class SweeperMiddleware(dramatiq.Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Start the sweeper thread once the worker runs."""
+        warm_up()  # the import reader's process server, before the first big import
         config = worker_app().config
         start_sweeper(lambda: worker_app().extensions["dms"], config["DMS_SWEEP_INTERVAL_SECONDS"])
 

@@ -5,25 +5,15 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 
+from dms.engine.mailbox import add_message
 from dms.mailer import Mailer
 from dms.tables import import_jobs, outbox, users
 
 log = logging.getLogger("dms.jobs")
 
-
-def add_message(
-    conn: Connection, recipient: str, subject: str, body: str, job_id: str | None = None
-) -> int:
-    """Queue a message in the caller's transaction and return its outbox id."""
-    return int(
-        conn.execute(
-            insert(outbox)
-            .values(recipient=recipient, subject=subject, body=body, job_id=job_id)
-            .returning(outbox.c.id)
-        ).scalar_one()
-    )
+__all__ = ["add_message", "deliver", "job_owner_email", "mark_queued", "unsent", "unsent_for_job"]
 
 
 def deliver(engine: Engine, mailer: Mailer, outbox_id: int) -> bool:
