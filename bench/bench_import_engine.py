@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Engine, create_engine, func, insert, literal, select
 from sqlalchemy.engine import make_url
+from tests.csvfiles import BENCH_FIELDS
 
 from dms import migrate
 from dms.auth.users import create_user
@@ -37,15 +38,7 @@ from dms.engine.importing import run_import
 from dms.tables import import_jobs, upload_chunks
 
 CHUNK = 1 << 20
-FIELDS = {
-    "name": "text",
-    "email": "email unique",
-    "qty": "integer",
-    "price": "numeric(10,2)",
-    "active": "boolean",
-    "born": "date",
-    "seen": "timestamp",
-}
+FIELDS = BENCH_FIELDS
 HEADER = ",".join(FIELDS)
 # Bad kinds: each replaces one good row (row i) with a row the engine must reject.
 BAD_KINDS = (

@@ -131,3 +131,26 @@ def percentile(values: list[float], fraction: float) -> float:
     """Return the `fraction` percentile of `values` (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def multipart_file(path: Path, fields: dict[str, str]) -> tuple[Iterator[bytes], int, str]:
+    """Return a streamed multipart body (fields, then `path` as `file`), its length and type."""
+    boundary = uuid.uuid4().hex
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    )
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"'
+        "\r\nContent-Type: text/csv\r\n\r\n"
+    )
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield head.encode()
+        with path.open("rb") as handle:
+            yield from iter(lambda: handle.read(1 << 20), b"")
+        yield tail
+
+    length = len(head.encode()) + path.stat().st_size + len(tail)
+    return body(), length, f"multipart/form-data; boundary={boundary}"

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,7 +20,7 @@ import psycopg
 import redis
 from tests.csvfiles import BENCH_FIELDS, HEADER, good_row, make_csv
 
-from bench.common import ROOT, SECRET, fresh_database, gunicorn, plain, token
+from bench.common import ROOT, SECRET, fresh_database, gunicorn, multipart_file, plain, token
 
 SIZES = [int(n) for n in os.environ.get("BENCH_IMPORT_ROWS", "100000,1000000").split(",")]
 REDIS_URL = os.environ.get("DMS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -70,23 +69,6 @@ def copy_seconds(url: str, valid: Path) -> float:
     return elapsed
 
 
-def _multipart(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="table_name"\r\n\r\n'
-        f'people\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{path.name}"\r\nContent-Type: text/csv\r\n\r\n'
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-
-    def body() -> Iterator[bytes]:
-        yield head
-        with path.open("rb") as handle:
-            yield from iter(lambda: handle.read(1 << 20), b"")
-        yield tail
-
-    return body(), len(head) + path.stat().st_size + len(tail)
-
-
 def dms_seconds(base: str, auth: str, path: Path) -> tuple[float, dict]:
     """Time upload-until-ended of one file through the HTTP API and a worker."""
     headers = {"Authorization": f"Bearer {auth}"}
@@ -98,8 +80,7 @@ def dms_seconds(base: str, auth: str, path: Path) -> tuple[float, dict]:
         {**headers, "Content-Type": "application/json"},
     )
     conn.getresponse().read()
-    boundary = uuid.uuid4().hex
-    body, length = _multipart(path, boundary)
+    body, length, content_type = multipart_file(path, {"table_name": "people"})
     started = time.perf_counter()
     conn.request(
         "POST",
@@ -107,7 +88,7 @@ def dms_seconds(base: str, auth: str, path: Path) -> tuple[float, dict]:
         body=body,
         headers={
             **headers,
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Type": content_type,
             "Content-Length": str(length),
         },
     )

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,16 @@ import redis
 from psycopg import sql
 from tests.csvfiles import BENCH_FIELDS, make_csv
 
-from bench.common import ROOT, SECRET, fresh_database, gunicorn, percentile, plain, token
+from bench.common import (
+    ROOT,
+    SECRET,
+    fresh_database,
+    gunicorn,
+    multipart_file,
+    percentile,
+    plain,
+    token,
+)
 
 REDIS_URL = os.environ.get("DMS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 ENDED = {"succeeded", "completed_with_errors", "failed", "cancelled"}
@@ -252,19 +260,7 @@ def schema_changer(run: Run, table: str, seed: int) -> None:
 
 def importer(run: Run, table: str, path: Path, result: dict[str, Any]) -> None:
     """Upload one CSV (streamed), then follow its job until it ends."""
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="table_name"\r\n\r\n{table}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"'
-        "\r\nContent-Type: text/csv\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-
-    def body() -> Iterator[bytes]:
-        yield head
-        with path.open("rb") as handle:
-            yield from iter(lambda: handle.read(1 << 20), b"")
-        yield tail
+    body, length, content_type = multipart_file(path, {"table_name": table})
 
     started = time.perf_counter()
     conn = http.client.HTTPConnection(run.netloc, timeout=600)
@@ -272,12 +268,12 @@ def importer(run: Run, table: str, path: Path, result: dict[str, Any]) -> None:
         conn.request(
             "POST",
             "/import/upload/",
-            body=body(),
+            body=body,
             headers={
                 "Authorization": f"Bearer {run.auth}",
                 "Idempotency-Key": f"soak-{table}",
-                "Content-Type": f"multipart/form-data; boundary={boundary}",
-                "Content-Length": str(len(head) + path.stat().st_size + len(tail)),
+                "Content-Type": content_type,
+                "Content-Length": str(length),
             },
         )
         response = conn.getresponse()

@@ -296,6 +296,7 @@ def start_worker(
             "DMS_DATABASE_URL": database_url,
             "DMS_SECRET_KEY": SECRET,
             "DMS_VAR_DIR": str(tmp_path / "worker-var"),
+            "DMS_JOB_STALE_SECONDS": "3600",  # other tests' leftovers stay theirs
             **env,
         }
         started.append(WorkerProcess(full))

@@ -301,7 +301,11 @@ class Rig:
 
     def delivered(self, job_id: str) -> list[Any]:
         """Return the messages about `job_id` that the SMTP sink received."""
-        return [m for m in self.smtp.messages if job_id in m.get_payload()]
+        return [
+            m
+            for m in self.smtp.messages
+            if job_id in m.get_payload(decode=True).decode("utf-8", "replace")
+        ]
 
     def assert_imported_once(
         self, job_id: str, table: str, good: int, bad: int, settle: float = 1.5

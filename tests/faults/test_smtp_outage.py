@@ -30,7 +30,11 @@ def test_smtp_refusing_then_accepting_delivers_one_mail_without_reimporting(rig,
         wait_for(lambda: rig.mails(job_id)[0].sent_at, timeout=60)
         sent = time.monotonic()
         time.sleep(1.5)  # a few more sweeps and retries: nothing is sent again
-        mine = [m for m in sink.messages if job_id in m.get_payload()]
+        mine = [
+            m
+            for m in sink.messages
+            if job_id in m.get_payload(decode=True).decode("utf-8", "replace")
+        ]
         assert len(mine) == 1
     finally:
         sink.stop()

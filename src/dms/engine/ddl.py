@@ -151,13 +151,7 @@ class Schemas:
                     .select_from(user_tables)
                     .where(user_tables.c.owner_id == owner_id)
                 ).scalar_one()
-                taken = conn.execute(
-                    select(user_tables.c.id).where(
-                        user_tables.c.owner_id == owner_id, user_tables.c.name == name
-                    )
-                ).first()
-                if taken:
-                    raise TableExists(f"table {name!r} already exists")
+                _refuse_taken_name(conn, owner_id, name)
                 if existing >= self.limits.max_tables:
                     raise LimitExceeded(f"at most {self.limits.max_tables} tables per user")
                 pg_schema = schema_for_owner(owner_id)
@@ -257,13 +251,7 @@ class Schemas:
             if target == table.name:
                 return
             lock_owner(conn, owner_id)
-            taken = conn.execute(
-                select(user_tables.c.id).where(
-                    user_tables.c.owner_id == owner_id, user_tables.c.name == target
-                )
-            ).first()
-            if taken:
-                raise TableExists(f"table {target!r} already exists")
+            _refuse_taken_name(conn, owner_id, target)
             _ops(conn).rename_table(table.name, target, schema=table.pg_schema)
             conn.execute(
                 update(user_tables).where(user_tables.c.id == table.id).values(name=target)
@@ -472,6 +460,17 @@ def _ddl_table(name: str, pg_schema: str, columns: list[ColumnDef]) -> sa.Table:
         *(sa_column(c.name, c.spec) for c in columns),
         schema=pg_schema,
     )
+
+
+def _refuse_taken_name(conn: Connection, owner_id: int, name: str) -> None:
+    """Raise TableExists if `owner_id` already has a table called `name`."""
+    taken = conn.execute(
+        select(user_tables.c.id).where(
+            user_tables.c.owner_id == owner_id, user_tables.c.name == name
+        )
+    ).first()
+    if taken:
+        raise TableExists(f"table {name!r} already exists")
 
 
 def _ops(conn: Connection) -> Operations:

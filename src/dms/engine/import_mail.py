@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from dms.engine.jobstatus import error_rows
 from dms.engine.mailbox import add_message
-from dms.tables import import_errors, outbox
+from dms.tables import outbox
 
 __all__ = ["MAIL_ERRORS", "end_mail", "queue_end_mail"]
 
@@ -19,17 +20,7 @@ def queue_end_mail(conn: Connection, job: Any, recipient: str, public_url: str) 
     """Add the mail for ended `job` to the outbox unless it already has one."""
     if conn.execute(select(outbox.c.id).where(outbox.c.job_id == job.id)).first():
         return  # dms_outbox.job_id is unique: one mail per job, ever
-    errors = conn.execute(
-        select(
-            import_errors.c.line,
-            import_errors.c.column_name,
-            import_errors.c.value,
-            import_errors.c.message,
-        )
-        .where(import_errors.c.job_id == job.id)
-        .order_by(import_errors.c.line, import_errors.c.id)
-        .limit(MAIL_ERRORS)
-    ).all()
+    errors = conn.execute(error_rows(job.id).limit(MAIL_ERRORS)).all()
     subject, body = end_mail(job, errors, public_url)
     add_message(conn, recipient, subject, body, job_id=job.id)
 

@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, Select, select, update
 
 from dms.engine.errors import JobEnded, JobNotFound
 from dms.engine.export import safe_text
@@ -31,6 +31,20 @@ _COLUMNS = (
     import_jobs.c.error,
     import_jobs.c.cancel_requested,
 )
+
+
+def error_rows(job_id: str) -> Select[Any]:
+    """Return the query of a job's rejected rows (line, column, value, message) in file order."""
+    return (
+        select(
+            import_errors.c.line,
+            import_errors.c.column_name,
+            import_errors.c.value,
+            import_errors.c.message,
+        )
+        .where(import_errors.c.job_id == job_id)
+        .order_by(import_errors.c.line, import_errors.c.id)
+    )
 
 
 def describe(row: Any, public_url: str = "") -> dict[str, Any]:
@@ -117,16 +131,7 @@ def error_report(engine: Engine, user_id: int, job_id: object) -> Iterator[bytes
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(["line", "column", "value", "message"])
         yield buffer.getvalue().encode()
-        query = (
-            select(
-                import_errors.c.line,
-                import_errors.c.column_name,
-                import_errors.c.value,
-                import_errors.c.message,
-            )
-            .where(import_errors.c.job_id == job.id)
-            .order_by(import_errors.c.line, import_errors.c.id)
-        )
+        query = error_rows(job.id)
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=5000).execute(query)
             for part in result.partitions():

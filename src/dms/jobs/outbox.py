@@ -20,11 +20,13 @@ def deliver(engine: Engine, mailer: Mailer, outbox_id: int) -> bool:
     """Send one outbox message unless already sent; return True if it was sent now."""
     try:
         with engine.begin() as conn:
-            # The row lock keeps two deliveries of the same message from both sending it.
+            # Wait for the row lock (never skip it: the holder may be a short `mark_queued`
+            # update, and skipping would drop this message). A second delivery waits for the
+            # first to commit, then sees `sent_at` set and sends nothing.
             row = conn.execute(
                 select(outbox)
                 .where(outbox.c.id == outbox_id, outbox.c.sent_at.is_(None))
-                .with_for_update(skip_locked=True)
+                .with_for_update()
             ).first()
             if row is None:
                 return False
