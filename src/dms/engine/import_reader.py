@@ -14,7 +14,6 @@ import logging
 import multiprocessing
 import queue
 import threading
-import time
 from collections.abc import Generator, Iterator
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -223,17 +222,17 @@ class _ProcessReader(Reader):
                     return ("error", False, f"the reader process ended (exit code {code})")
 
     def close(self) -> None:
-        self._alive.close()
-        # Drain what the child already sent, or it could wait forever to flush it on exit.
-        deadline = time.monotonic() + 10
-        while self._process.is_alive() and time.monotonic() < deadline:
-            try:
-                self._queue.get(timeout=0.1)
-            except queue.Empty:
-                pass
+        # Never read from the queue here: a child stopped mid-message would leave a partial
+        # message, and Queue.get's timeout does not cover reading one (it would hang forever).
+        self._alive.close()  # EOF on the child's watch pipe: stop producing
+        self._process.join(timeout=2)
         if self._process.is_alive():
-            self._process.terminate()
-        self._process.join()
+            self._process.terminate()  # e.g. blocked flushing a full queue nobody reads
+            self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._queue.cancel_join_thread()
         self._queue.close()
 
 
