@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import sys
 
 import click
@@ -156,6 +157,9 @@ def serve(host: str, port: int) -> None:
     from dms.app import start_background
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # SIGTERM (a service manager stopping us) must run atexit too: it stops the in-process
+    # worker and the embedded PostgreSQL cleanly instead of leaving the server behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     start_background(app)
     run_simple(host, port, app, threaded=True, request_handler=_QuietHandler)
 
