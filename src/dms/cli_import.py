@@ -7,19 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+from flask.cli import with_appcontext
 
 from dms.auth.users import require_user
+from dms.cli import fail
 from dms.engine import importing
 from dms.engine.errors import DmsError
 from dms.engine.jobstatus import describe, get_job
 from dms.engine.uploads import UploadOptions, UploadWriter, check_header
 from dms.jobs.outbox import deliver, unsent_for_job
 from dms.services import services
-
-
-def _fail(error: DmsError) -> None:
-    details = "".join(f"\n  {k}: {'; '.join(v)}" for k, v in (error.errors or {}).items())
-    raise click.ClickException(f"{error.message}{details}")
 
 
 def store_file(
@@ -48,6 +45,7 @@ def store_file(
 @click.option("--encoding", default=None, help="File encoding (default: UTF-8).")
 @click.option("--ignore-unknown-columns", is_flag=True, help="Skip header names with no column.")
 @click.option("--async", "run_async", is_flag=True, help="Queue the job for a worker instead.")
+@with_appcontext
 def import_command(
     file: Path,
     table_name: str,
@@ -65,7 +63,7 @@ def import_command(
         options = UploadOptions(on_error, delimiter, encoding, ignore_unknown_columns)
         job_id = store_file(user.id, user.id, table_name, file, options)
     except DmsError as exc:
-        _fail(exc)
+        fail(exc)
     if run_async:
         svc.enqueue("run_import", job_id)
         click.echo(f"queued job {job_id}")

@@ -10,6 +10,7 @@ import click
 from flask.cli import AppGroup
 
 from dms.auth.users import require_user
+from dms.cli import fail
 from dms.engine.errors import DmsError, ValidationFailed
 from dms.services import services
 
@@ -17,17 +18,12 @@ tables_cli = AppGroup("tables", help="Manage a user's tables.")
 user_option = click.option("--user", "username", required=True, help="Act as this user.")
 
 
-def _fail(error: DmsError) -> None:
-    details = "".join(f"\n  {k}: {'; '.join(v)}" for k, v in (error.errors or {}).items())
-    raise click.ClickException(f"{error.message}{details}")
-
-
 def _run(action: Callable[[int], Any], username: str) -> Any:
     """Run `action(owner_id)` turning domain errors into a clean CLI error."""
     try:
         return action(require_user(services().db.engine, username).id)
     except DmsError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _show(definition: Any) -> None:
@@ -46,7 +42,7 @@ def parse_field_args(pairs: tuple[str, ...], fields_json: str | None) -> dict[st
     for pair in pairs:
         name, sep, spec = pair.partition(":")
         if not sep:
-            _fail(ValidationFailed("columns are given as name:type", errors={pair: ["no ':'"]}))
+            fail(ValidationFailed("columns are given as name:type", errors={pair: ["no ':'"]}))
         fields[name.strip()] = spec.strip()
     return fields
 
