@@ -84,3 +84,22 @@ def test_security_headers_on_every_response(client):
     response = client.get("/healthz")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize(
+    "given,kept",
+    [
+        ("abc-123.X_y", True),
+        ("x" * 64, True),
+        ("x" * 65, False),
+        ("a b", False),
+        ("id;drop", False),
+        ("<script>", False),
+        ("", False),
+    ],
+)
+def test_a_callers_request_id_is_echoed_only_when_plain(client, given, kept):
+    response = client.get("/healthz", headers={"X-Request-Id": given} if given else {})
+    echoed = response.headers["X-Request-Id"]
+    assert (echoed == given) is kept
+    assert len(echoed) <= 64 and echoed.replace("-", "").replace(".", "").replace("_", "").isalnum()

@@ -31,9 +31,10 @@ from dms.engine.importing import (
     request_cancel,
     run_import,
 )
+from dms.engine.jobstatus import error_rows
 from dms.engine.locks import TABLE_LOCK_CLASS
 from dms.engine.types import parse_column_spec
-from dms.tables import import_errors, import_jobs, outbox, upload_chunks
+from dms.tables import import_jobs, outbox, upload_chunks
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FIELDS = {
@@ -159,16 +160,7 @@ def errors(engine: Engine, job_id: str) -> list[tuple[int, str | None, str | Non
     with engine.connect() as conn:
         return [
             tuple(r)  # type: ignore[misc]
-            for r in conn.execute(
-                select(
-                    import_errors.c.line,
-                    import_errors.c.column_name,
-                    import_errors.c.value,
-                    import_errors.c.message,
-                )
-                .where(import_errors.c.job_id == job_id)
-                .order_by(import_errors.c.line, import_errors.c.id)
-            )
+            for r in conn.execute(error_rows(job_id))
         ]
 
 

@@ -6,6 +6,7 @@ import atexit
 import hashlib
 import hmac
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -32,6 +33,7 @@ from dms.jobs.sweeper import start_sweeper
 from dms.mailer import Mailer
 from dms.services import Services, close_read_connection
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 BLUEPRINTS = (ops.bp, auth.bp, schemas.bp, crud.bp, imports.bp)
 
 
@@ -127,7 +129,9 @@ def _start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
 
 
 def _start_request() -> None:
-    g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    # A caller's id is kept only if it is plain: it goes into a header, the logs and messages.
+    given = request.headers.get("X-Request-Id", "")
+    g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def _finish_response(response: Response) -> Response:

@@ -53,6 +53,8 @@ class TableDef:
     updated_at: datetime
     table: sa.Table = field(compare=False, repr=False)
     _by_name: dict[str, ColumnDef] = field(compare=False, repr=False, default_factory=dict)
+    # Built once per (table, version), like the Table: never on every write.
+    _schemas: dict[bool, Schema] = field(compare=False, repr=False, default_factory=dict)
 
     def column(self, name: object) -> ColumnDef:
         """Return the column called `name`, or raise ColumnNotFound."""
@@ -68,7 +70,13 @@ class TableDef:
         return {c.name: c.type for c in self.columns}
 
     def input_schema(self, *, partial: bool = False) -> Schema:
-        """Return a marshmallow schema validating a record's `data` (unknown keys refused)."""
+        """Return the marshmallow schema validating a record's `data` (unknown keys refused)."""
+        schema = self._schemas.get(partial)
+        if schema is None:
+            schema = self._schemas[partial] = self._build_schema(partial)
+        return schema
+
+    def _build_schema(self, partial: bool) -> Schema:
         fields = {
             c.name: c.type.field(
                 required=not partial and not c.spec.nullable and not c.spec.has_default,
