@@ -73,9 +73,12 @@ def free_port() -> int:
 
 @contextmanager
 def gunicorn(
-    database_url: str, workers: int = 4, extra_env: dict[str, str] | None = None
+    database_url: str,
+    workers: int = 4,
+    extra_env: dict[str, str] | None = None,
+    app: str = "dms:create_app()",
 ) -> Iterator[str]:
-    """Serve `dms:create_app()` under gunicorn with production settings; yield its base URL."""
+    """Serve `app` under gunicorn with the README's production settings; yield its base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -90,11 +93,16 @@ def gunicorn(
             str(Path(sys.executable).parent / "gunicorn"),
             "-w",
             str(workers),
+            # As the README's deployment line: threads keep connections alive between requests.
+            "-k",
+            "gthread",
+            "--threads",
+            "2",
             "-b",
             f"127.0.0.1:{port}",
             "--log-level",
             "warning",
-            "dms:create_app()",
+            app,
         ],
         env=env,
         cwd=ROOT,

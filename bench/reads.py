@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlparse
 import psycopg
 from sqlalchemy import create_engine, text
 
-from bench.common import SECRET, fresh_database, gunicorn, percentile, plain, token
+from bench.common import ROOT, SECRET, fresh_database, gunicorn, percentile, plain, token
 from dms.app import cursor_key
 from dms.engine.catalog import Catalog
 from dms.engine.ddl import Schemas
@@ -90,31 +90,49 @@ def _get(base: str, auth: str, params: dict[str, str]) -> bytes:
     return conn.getresponse().read()
 
 
-def api_p50(base: str, auth: str, method: str, path: str, body: bytes | None) -> float:
-    """Return the unloaded p50 (ms) of one request, over one keep-alive connection."""
+def api_timer(base: str, auth: str, method: str, path: str, body: bytes | None) -> Any:
+    """Return a function that times one request (s) over one keep-alive connection."""
     conn = http.client.HTTPConnection(urlparse(base).netloc)
     headers = {"Authorization": f"Bearer {auth}", "Content-Type": "application/json"}
-    timings = []
-    for _ in range(SAMPLES):
+
+    def once() -> float:
         started = time.perf_counter()
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
-        timings.append(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
         assert response.status < 300, response.status
-    return percentile(timings, 0.5) * 1000
+        return elapsed
+
+    return once
 
 
-def sql_p50(url: str, statements: list[tuple[str, Any]]) -> float:
-    """Return the p50 (ms) of running the same statements directly with psycopg."""
-    timings = []
-    with psycopg.connect(plain(url), autocommit=True) as conn:
-        for _ in range(SAMPLES):
-            started = time.perf_counter()
-            for sql_text, params in statements:
-                conn.execute(sql_text, params).fetchall()
-            timings.append(time.perf_counter() - started)
-    return percentile(timings, 0.5) * 1000
+def paired_p50s(*timers: Any) -> list[float]:
+    """Return each timer's p50 (ms), sampling them in alternating blocks.
+
+    This machine's speed drifts by tens of percent from minute to minute (a shared host);
+    alternating small blocks puts every timer under the same drift, so differences hold.
+    """
+    samples: list[list[float]] = [[] for _ in timers]
+    for timer in timers:
+        for _ in range(20):
+            timer()  # warm: pooled connections, prepared statements, caches
+    for _ in range(SAMPLES // 25):
+        for timing, timer in zip(samples, timers, strict=True):
+            timing.extend(timer() for _ in range(25))
+    return [percentile(timing, 0.5) * 1000 for timing in samples]
+
+
+def sql_timer(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) -> Any:
+    """Return a function that times running the same statements directly with psycopg."""
+
+    def once() -> float:
+        started = time.perf_counter()
+        for sql_text, params in statements:
+            conn.execute(sql_text, params).fetchall()
+        return time.perf_counter() - started
+
+    return once
 
 
 def statements_for(url: str, table: Any, params: dict[str, str]) -> list[tuple[str, Any]]:
@@ -149,6 +167,33 @@ def _latency(out: str, label: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+# Scenarios the reference prototype (bench/proto_app.py) also serves, by its `count` mode.
+PROTO_COUNT = {
+    "filter+sort+limit 50, count=exact": "exact",
+    "filter+sort+limit 50, count=estimated": "estimated",
+    "filter+sort+limit 50, count=none": "none",
+}
+
+
+def measure(
+    base: str,
+    auth: str,
+    request: tuple[str, str, bytes | None],
+    direct: Any,
+    proto: tuple[str, str] | None,
+    lua: str | None = None,
+) -> tuple[Any, ...]:
+    """Return loaded (req/s, p50, p99) and unloaded p50s of DMS, SQL and the prototype."""
+    method, path, body = request
+    timers = [api_timer(base, auth, method, path, body), direct]
+    if proto is not None:
+        timers.append(api_timer(proto[0], auth, "GET", proto[1], None))
+    p50s = paired_p50s(*timers)
+    loaded = wrk(base + path, auth, lua)
+    proto_loaded = wrk(proto[0] + proto[1], auth) if proto is not None else None
+    return (*loaded, *p50s[:2], p50s[2] if proto else None, proto_loaded)
+
+
 def main() -> None:
     """Run every scenario and print one table."""
     if shutil.which("wrk") is None:
@@ -157,14 +202,25 @@ def main() -> None:
         started = time.monotonic()
         table = build(url)
         print(f"built {ROWS:,} rows in {time.monotonic() - started:.1f}s")
-        with gunicorn(url) as base:
+        proto_env = {
+            "BENCH_PROTO_URL": url,
+            "BENCH_PROTO_SCHEMA": table.pg_schema,
+            "PYTHONPATH": str(ROOT),
+        }
+        proto_app = "bench.proto_app:create_app()"
+        with (
+            gunicorn(url) as base,
+            gunicorn(url, extra_env=proto_env, app=proto_app) as proto_base,
+            psycopg.connect(plain(url), autocommit=True) as sql,
+        ):
             auth = token(base)
             rows = []
             for name, params in scenarios(base, auth).items():
                 path = "/crud/read_records/?" + urlencode(params)
-                api = api_p50(base, auth, "GET", path, None)
-                direct = sql_p50(url, statements_for(url, table, params))
-                rows.append((name, *wrk(base + path, auth), api, direct))
+                direct = sql_timer(sql, statements_for(url, table, params))
+                mode = PROTO_COUNT.get(name)
+                proto = (proto_base, f"/read?category=7&count={mode}") if mode else None
+                rows.append((name, *measure(base, auth, ("GET", path, None), direct, proto)))
             body = json.dumps(
                 {
                     "table_name": "items",
@@ -176,30 +232,42 @@ def main() -> None:
                     },
                 }
             )
-            api = api_p50(base, auth, "POST", "/crud/create_record/", body.encode())
             insert_sql = (
                 f'INSERT INTO "{table.pg_schema}"."items" (category, name, price, created)'
                 " VALUES (1, 'new', 1.50, '2024-01-01') RETURNING *"
             )
-            direct = sql_p50(url, [(insert_sql, None)])
             with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
                 lua.write(
                     'wrk.method = "POST"\nwrk.body = '
                     + json.dumps(body)
                     + '\nwrk.headers["Content-Type"] = "application/json"\n'
                 )
-            rows.append(
-                ("create_record", *wrk(base + "/crud/create_record/", auth, lua.name), api, direct)
-            )
+            request = ("POST", "/crud/create_record/", body.encode())
+            direct = sql_timer(sql, [(insert_sql, None)])
+            rows.append(("create_record", *measure(base, auth, request, direct, None, lua.name)))
+    report(rows)
+
+
+def report(rows: list[tuple[Any, ...]]) -> None:
+    """Print the results: DMS loaded and unloaded, direct SQL, and the reference prototype."""
     print(
-        f"\n{'scenario':42} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} | "
-        f"{'API p50':>8} {'SQL p50':>8} {'overhead':>8}  (unloaded, ms)"
+        f"\n{'scenario':40} {'req/s':>6} {'p50':>6} {'p99':>6} | {'API':>5} {'SQL':>5} "
+        f"{'over':>5} | {'proto':>5} {'p.over':>6} {'DMS-p':>5} {'p.req/s':>7}"
     )
-    for name, rate, p50, p99, api, direct in rows:
-        print(
-            f"{name:42} {rate:8.0f} {p50:7.2f} {p99:7.2f} | {api:8.2f} {direct:8.2f} "
-            f"{api - direct:8.2f}"
+    for name, rate, p50, p99, api, direct, proto, proto_loaded in rows:
+        line = (
+            f"{name:40} {rate:6.0f} {p50:6.2f} {p99:6.2f} | {api:5.2f} {direct:5.2f} "
+            f"{api - direct:5.2f} |"
         )
+        if proto is not None:
+            line += f" {proto:5.2f} {proto - direct:6.2f} {api - proto:5.2f} {proto_loaded[0]:7.0f}"
+        print(line)
+    print(
+        "\nms; req/s, p50 and p99 under wrk -t2 -c8; API/SQL/proto: unloaded p50 of DMS, the same"
+        "\nSQL run directly with psycopg, and the reference prototype (bench/proto_app.py: Flask +"
+        "\nCore + psycopg, no auth, no registry) under the same gunicorn; over = API - SQL,"
+        "\np.over = proto - SQL, DMS-p = API - proto."
+    )
 
 
 if __name__ == "__main__":

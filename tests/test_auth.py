@@ -105,6 +105,24 @@ def test_expired_token_answers_401(client, make_user):
     assert "expired" in body["message"]
 
 
+def test_a_token_that_has_worked_stops_working_when_it_expires(client, make_user):
+    # The process remembers tokens it has verified; expiry must still be checked on every use.
+    access = _tokens(client, make_user)["access"]
+    claims = pyjwt.decode(access, options={"verify_signature": False})
+    claims["exp"] = int(time.time()) + 2
+    short = pyjwt.encode(claims, SECRET, algorithm="HS256")
+    assert client.get("/schemas/list_tables/", headers=bearer(short)).status_code == 200
+    time.sleep(max(0.0, claims["exp"] - time.time()) + 0.1)
+    body = assert_401(client.get("/schemas/list_tables/", headers=bearer(short)))
+    assert "expired" in body["message"]
+
+
+def test_the_scheme_name_is_case_insensitive(client, make_user):
+    access = _tokens(client, make_user)["access"]
+    headers = {"Authorization": f"bearer {access}"}
+    assert client.get("/schemas/list_tables/", headers=headers).status_code == 200
+
+
 def test_refresh_rotates_and_the_old_refresh_token_dies(client, make_user):
     first = _tokens(client, make_user)
     second = client.post("/api/token/refresh/", json={"refresh": first["refresh"], "extra": 1})

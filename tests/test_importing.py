@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from psycopg import sql
-from sqlalchemy import Engine, create_engine, insert, select, text, update
+from sqlalchemy import Engine, create_engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from dms import migrate
@@ -24,6 +24,7 @@ from dms.engine.csvreader import detect_format, read_records
 from dms.engine.ddl import Schemas
 from dms.engine.errors import ConversionError, TableBusy
 from dms.engine.import_fast import fast_check
+from dms.engine.import_sweep import drop_ended_uploads
 from dms.engine.importing import (
     JOB_LOCK_CLASS,
     ImportBusy,
@@ -476,6 +477,45 @@ def test_a_crash_after_committed_batches_resumes_with_every_row_once(
     emails = [r[0] for r in rows(engine, table, "email")]
     assert len(emails) == len(set(emails)) == 90
     assert job(engine, job_id).attempts == 2
+
+
+def chunk_count(engine: Engine, job_id: str) -> int:
+    """Return how many stored chunks of the job's file are left."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).where(upload_chunks.c.job_id == job_id)
+        ).scalar_one()
+
+
+def test_the_stored_file_outlives_a_crash_and_goes_when_the_job_ends(engine, owner, make_table):
+    table = make_table()
+    job_id = upload(engine, owner, table, csv_bytes(*map(good, range(1, 61))), chunk=100)
+    stored = chunk_count(engine, job_id)
+    assert stored > 10
+
+    def crash_after_two(row: Any) -> None:
+        if row.rows_processed >= 2 * 15:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_import(engine, Catalog(), job_id, batch_rows=15, on_progress=crash_after_two)
+    assert chunk_count(engine, job_id) == stored  # the resume needs the file
+    outcome = run_import(engine, Catalog(), job_id, batch_rows=15)
+    assert (outcome.status, outcome.rows_imported) == ("succeeded", 60)
+    assert chunk_count(engine, job_id) == 0
+    assert job(engine, job_id).size_bytes > 0  # the job keeps what it said about the file
+
+
+def test_the_sweep_drops_files_of_ended_jobs_only(engine, owner, make_table):
+    table = make_table()
+    ended = upload(engine, owner, table, csv_bytes(good(1)))
+    waiting = upload(engine, owner, table, csv_bytes(good(2)))
+    with engine.begin() as conn:  # a worker that died between ending the job and the cleanup
+        conn.execute(
+            update(import_jobs).where(import_jobs.c.id == ended).values(status="succeeded")
+        )
+    assert drop_ended_uploads(engine) >= 1
+    assert (chunk_count(engine, ended), chunk_count(engine, waiting)) == (0, 1)
 
 
 def test_a_job_held_by_another_worker_is_not_run(engine, owner, make_table):

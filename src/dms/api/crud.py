@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request, stream_with_context
 
 from dms.api.docs import doc
+from dms.api.identity import known_table
 from dms.api.jsonio import json_response
 from dms.api.params import expect, owner_id, request_data
 from dms.engine.export import prepare_export, stream_csv
@@ -86,7 +87,9 @@ def read_records() -> Response:
     """Read records with filters, search, sort, fields and offset or cursor pages."""
     args = expect(request.args.to_dict(), ["table_name"], READ_PARAMS)
     params = parse_read_params(args)
-    page = services().records.read(owner_id(args), args["table_name"], params, read_connection())
+    page = services().records.read(
+        owner_id(args), args["table_name"], params, read_connection(), known=known_table()
+    )
     return json_response(page.as_dict())
 
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
-from flask import Flask, Response, current_app, request
-from flask_jwt_extended import JWTManager, get_jwt, verify_jwt_in_request
+from flask import Flask, Response, current_app, g, request
+from flask_jwt_extended import JWTManager, decode_token
+from flask_jwt_extended.exceptions import (
+    InvalidHeaderError,
+    NoAuthorizationError,
+    RevokedTokenError,
+    WrongTokenError,
+)
 
 from dms.api.errors import auth_error
-from dms.auth.tokens import is_revoked
+from dms.auth.tokens import is_revoked, is_revoked_reading_table
+from dms.engine.catalog import KnownTable
+from dms.engine.errors import InvalidName
+from dms.engine.identifiers import validate_identifier
 from dms.services import read_connection
 
 
@@ -24,8 +36,45 @@ class Caller:
 
 def caller() -> Caller:
     """Return the caller of the current request (the token was verified before the view)."""
-    claims = get_jwt()
+    claims = g.dms_claims
     return Caller(int(claims["sub"]), claims["usr"], bool(claims["adm"]), claims["fam"])
+
+
+class VerifiedTokens:
+    """Claims of access tokens this process has verified, by token string.
+
+    A token's signature and claims are fixed by its bytes, so verifying it once per process is
+    enough; expiry is checked again on every use, and revocation is never cached (it is asked
+    of the database on every request). Bounded: the whole map is dropped when full.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._claims: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def claims(self, token: str) -> dict[str, Any]:
+        """Return the verified claims of `token`; raise flask-jwt-extended's errors if bad."""
+        known = self._claims.get(token)
+        if known is not None and known["exp"] > time.time():
+            return known
+        claims = decode_token(token)  # signature, algorithm, expiry, required claims
+        with self._lock:
+            if len(self._claims) >= self.max_entries:
+                self._claims.clear()
+            self._claims[token] = claims
+        return claims
+
+
+def bearer_token() -> str:
+    """Return the token of the `Authorization: Bearer <token>` header, or raise a 401 error."""
+    header = request.headers.get("Authorization", "").strip()
+    if not header:
+        raise NoAuthorizationError("Missing Authorization Header")
+    parts = header.split()
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        raise InvalidHeaderError("expected 'Authorization: Bearer <access token>'")
+    return parts[1]
 
 
 def require_token() -> None:
@@ -37,7 +86,41 @@ def require_token() -> None:
     view = current_app.view_functions.get(request.endpoint or "")
     if getattr(view, "_dms_doc", {}).get("public"):
         return
-    verify_jwt_in_request()
+    claims = current_app.extensions["dms_tokens"].claims(bearer_token())
+    if claims.get("type") != "access":
+        raise WrongTokenError("Only non-refresh tokens are allowed")
+    family = claims.get("fam")
+    table_name = _table_read_by_request()
+    if table_name is None:
+        revoked = is_revoked(read_connection(), family)
+    else:
+        # A page read asks two things of the registry: fold them into one round trip.
+        owner_id = int(claims["sub"])
+        revoked, id_version = is_revoked_reading_table(
+            read_connection(), family, owner_id, table_name
+        )
+        g.dms_known_table = KnownTable(owner_id, table_name, id_version)
+    if revoked:
+        raise RevokedTokenError({}, claims)
+    g.dms_claims = claims
+
+
+def known_table() -> KnownTable | None:
+    """Return the table (id, version) that the token check read for this request, if any."""
+    return g.get("dms_known_table")
+
+
+# Endpoints whose table is the caller's own `table_name` query parameter, read on the reader.
+_READS_A_TABLE = frozenset({"crud.read_records"})
+
+
+def _table_read_by_request() -> str | None:
+    if request.endpoint not in _READS_A_TABLE or "owner" in request.args:
+        return None
+    try:
+        return validate_identifier(request.args.get("table_name"), "table")
+    except InvalidName:
+        return None  # the view answers 400 for it
 
 
 def _unauthorized(message: str) -> Response:
@@ -54,6 +137,7 @@ _CLEAN = {
 def init_jwt(app: Flask) -> JWTManager:
     """Bind flask-jwt-extended, answering every token problem with a 401 in the error shape."""
     jwt = JWTManager(app)
+    app.extensions["dms_tokens"] = VerifiedTokens()
     jwt.unauthorized_loader(_unauthorized)
     jwt.invalid_token_loader(lambda message: auth_error(f"invalid token: {message}"))
     jwt.expired_token_loader(lambda _h, _p: auth_error("token has expired"))
@@ -61,7 +145,4 @@ def init_jwt(app: Flask) -> JWTManager:
     jwt.needs_fresh_token_loader(lambda _h, _p: auth_error("a fresh token is required"))
     jwt.token_verification_failed_loader(lambda _h, _p: auth_error("token rejected"))
     jwt.user_lookup_error_loader(lambda _h, _p: auth_error("unknown user"))
-    jwt.token_in_blocklist_loader(
-        lambda _h, payload: is_revoked(read_connection(), payload.get("fam"))
-    )
     return jwt

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
 
 from dms.auth.users import User
 from dms.engine.errors import DmsError
-from dms.tables import refresh_tokens, token_families
+from dms.tables import refresh_tokens, token_families, user_tables
 
 
 class TokenRejected(DmsError):
@@ -88,16 +88,58 @@ def revoke_family(engine: Engine, family: str) -> None:
         )
 
 
+# Built once: every authenticated request runs it, and building a select costs more than running it.
+_FAMILY = select(token_families.c.revoked_at, token_families.c.expires_at).where(
+    token_families.c.id == bindparam("family")
+)
+
+
 def is_revoked(conn: Connection | Engine, family: object) -> bool:
     """Return True unless `family` is a live login (exists, not revoked, not expired)."""
     if not isinstance(family, str):
         return True
-    query = select(token_families.c.revoked_at, token_families.c.expires_at).where(
-        token_families.c.id == family
-    )
     if isinstance(conn, Engine):
         with conn.connect() as own:
-            row = own.execute(query).first()
+            row = own.execute(_FAMILY, {"family": family}).first()
     else:
-        row = conn.execute(query).first()
+        row = conn.execute(_FAMILY, {"family": family}).first()
+    return _dead(row)
+
+
+def _dead(row: Any) -> bool:
     return row is None or row.revoked_at is not None or row.expires_at <= datetime.now(UTC)
+
+
+# The family check and a table's (id, version) in one round trip, for requests naming a table.
+_FAMILY_AND_TABLE = (
+    select(
+        token_families.c.revoked_at,
+        token_families.c.expires_at,
+        user_tables.c.id,
+        user_tables.c.version,
+    )
+    .select_from(
+        token_families.outerjoin(
+            user_tables,
+            and_(
+                user_tables.c.owner_id == bindparam("owner_id"),
+                user_tables.c.name == bindparam("name"),
+            ),
+        )
+    )
+    .where(token_families.c.id == bindparam("family"))
+)
+
+
+def is_revoked_reading_table(
+    conn: Connection, family: object, owner_id: int, table_name: str
+) -> tuple[bool, tuple[int, int] | None]:
+    """Return `is_revoked(family)` and `owner_id`'s table `table_name` as (id, version) or None."""
+    if not isinstance(family, str):
+        return True, None
+    row = conn.execute(
+        _FAMILY_AND_TABLE, {"family": family, "owner_id": owner_id, "name": table_name}
+    ).first()
+    if row is None or _dead(row):
+        return True, None
+    return False, None if row.id is None else (row.id, row.version)

@@ -118,6 +118,21 @@ def build_table(name: str, pg_schema: str, columns: Iterable[ColumnDef]) -> sa.T
     return sa.Table(name, sa.MetaData(), *cols, schema=pg_schema)
 
 
+@dataclass(frozen=True)
+class KnownTable:
+    """An owner's table name and its registry (id, version), or None if it does not exist."""
+
+    owner_id: int
+    name: str
+    id_version: tuple[int, int] | None
+
+
+# Built once: every table request runs it, and building a select costs more than running it.
+_ID_VERSION = sa.select(user_tables.c.id, user_tables.c.version).where(
+    user_tables.c.owner_id == sa.bindparam("owner_id"), user_tables.c.name == sa.bindparam("name")
+)
+
+
 class Catalog:
     """Look up table definitions, caching each by (id, version)."""
 
@@ -127,20 +142,30 @@ class Catalog:
         self._cache: dict[tuple[int, int], TableDef] = {}
         self._lock = threading.Lock()
 
-    def lookup(self, conn: Connection, owner_id: int, table_name: object) -> TableDef:
-        """Return `owner_id`'s table called `table_name` (validated first), or raise."""
+    def lookup(
+        self,
+        conn: Connection,
+        owner_id: int,
+        table_name: object,
+        known: KnownTable | None = None,
+    ) -> TableDef:
+        """Return `owner_id`'s table called `table_name` (validated first), or raise.
+
+        `known` is this table's (id, version) as read earlier in the same request, which saves
+        the version query; it is ignored unless it names the same owner and table.
+        """
         name = validate_identifier(table_name, "table")
-        row = conn.execute(
-            select(user_tables.c.id, user_tables.c.version).where(
-                user_tables.c.owner_id == owner_id, user_tables.c.name == name
-            )
-        ).first()
+        if known is not None and known.owner_id == owner_id and known.name == name:
+            row = known.id_version
+        else:
+            found = conn.execute(_ID_VERSION, {"owner_id": owner_id, "name": name}).first()
+            row = None if found is None else (found.id, found.version)
         if row is None:
             raise TableNotFound(f"table {name!r} does not exist")
-        cached = self._cache.get((row.id, row.version))
+        cached = self._cache.get(row)
         if cached is not None:
             return cached
-        return self._load(conn, row.id)
+        return self._load(conn, row[0])
 
     def by_id(self, conn: Connection, table_id: int) -> TableDef:
         """Return the table with registry id `table_id`, or raise TableNotFound."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, text, update
+from sqlalchemy import Engine, delete, func, select, text, update
 
-from dms.tables import import_jobs
+from dms.engine.jobstatus import ENDED
+from dms.tables import import_jobs, upload_chunks
 
-__all__ = ["ACTIVE", "JOB_LOCK_CLASS", "reap_stale_jobs", "request_cancel"]
+__all__ = ["ACTIVE", "JOB_LOCK_CLASS", "drop_ended_uploads", "reap_stale_jobs", "request_cancel"]
 
 JOB_LOCK_CLASS = 0x444D55  # advisory lock class of import jobs (tables use 0x444D53)
 ACTIVE = ("queued", "running")
@@ -51,3 +52,16 @@ def reap_stale_jobs(engine: Engine, *, stale_after_s: float = 60) -> list[str]:
             .returning(import_jobs.c.id)
         ).scalars()
         return dead + [job_id for job_id in lost if job_id not in dead]
+
+
+def drop_ended_uploads(engine: Engine, job_id: str | None = None) -> int:
+    """Delete the stored file of ended jobs (of `job_id` only, if given); return chunks deleted.
+
+    An ended job never reads its file again (the error report lives in its own table), so the
+    file goes as soon as the job ends; the sweep catches any a crashed worker left behind.
+    """
+    ended = select(import_jobs.c.id).where(import_jobs.c.status.in_(ENDED))
+    if job_id is not None:
+        ended = ended.where(import_jobs.c.id == job_id)
+    with engine.begin() as conn:
+        return conn.execute(delete(upload_chunks).where(upload_chunks.c.job_id.in_(ended))).rowcount

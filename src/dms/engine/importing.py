@@ -23,7 +23,14 @@ from dms.engine.errors import InvalidRequest, TableNotFound
 from dms.engine.import_mail import queue_end_mail
 from dms.engine.import_plan import Batch, ImportPlan, PlanError
 from dms.engine.import_reader import Reader, open_reader
-from dms.engine.import_sweep import ACTIVE, JOB_LOCK_CLASS, reap_stale_jobs, request_cancel
+from dms.engine.import_sweep import (
+    ACTIVE,
+    JOB_LOCK_CLASS,
+    drop_ended_uploads,
+    reap_stale_jobs,
+    request_cancel,
+)
+from dms.engine.jobstatus import ENDED
 from dms.engine.loader import Loader
 from dms.engine.locks import hold_table_for_import, release_table_for_import
 from dms.tables import import_errors, import_jobs
@@ -77,9 +84,12 @@ def run_import(
     """Run or resume import job `job_id` to its end; raise ImportBusy if the table is held."""
     run = _Run(engine, catalog, job_id, max(1, batch_rows), mail_to, public_url, on_progress)
     try:
-        return run.run()
+        outcome = run.run()
     finally:
         run.release()
+    if outcome.ran and outcome.status in ENDED:
+        drop_ended_uploads(engine, job_id)
+    return outcome
 
 
 class _Run:

@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 from sqlalchemy import Connection, Engine, delete, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from dms.engine.catalog import Catalog, TableDef
+from dms.engine.catalog import Catalog, KnownTable, TableDef
 from dms.engine.errors import (
     InvalidRequest,
     RecordNotFound,
@@ -46,7 +46,9 @@ def fresh_after_ddl(method: Callable[..., T]) -> Callable[..., T]:
             if not isinstance(exc.orig, _SCHEMA_CHANGED):
                 raise
         # Every DDL bumps the table's version, so the second lookup sees the new definition
-        # (and answers 400/404 if the request now names something that is gone).
+        # (and answers 400/404 if the request now names something that is gone); a version
+        # read before the first attempt is stale by now.
+        kwargs.pop("known", None)
         try:
             return method(*args, **kwargs)
         except DBAPIError as exc:
@@ -208,13 +210,22 @@ class Records:
 
     @fresh_after_ddl
     def read(
-        self, owner_id: int, table_name: object, params: ReadParams, conn: Connection | None = None
+        self,
+        owner_id: int,
+        table_name: object,
+        params: ReadParams,
+        conn: Connection | None = None,
+        *,
+        known: KnownTable | None = None,
     ) -> Page:
-        """Return one page of matching records; `conn` (autocommit) saves a pool checkout."""
+        """Return one page of matching records.
+
+        `conn` (autocommit) saves a pool checkout; `known` saves the catalog's version query.
+        """
         if conn is None:
             with self.reader.connect() as own:
-                return self.read(owner_id, table_name, params, own)
-        table = self._table(conn, owner_id, table_name)
+                return self.read(owner_id, table_name, params, own, known=known)
+        table = self.catalog.lookup(conn, owner_id, table_name, known)
         compiled = compile_read(table.table, table.types, params, cursor_key=self.cursor_key)
         result = conn.execute(compiled.select)
         keys = list(result.keys())

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from dms.engine.import_sweep import drop_ended_uploads
 from dms.engine.importing import reap_stale_jobs
 from dms.jobs.outbox import mark_queued, unsent
 from dms.services import Services
@@ -23,6 +24,7 @@ def sweep(svc: Services) -> tuple[list[str], list[int]]:
     for outbox_id in mails:
         svc.enqueue("send_mail", outbox_id)
     mark_queued(svc.db.engine, mails)
+    drop_ended_uploads(svc.db.engine)  # files a worker that died after the end left behind
     if jobs or mails:
         log.info("sweep re-queued jobs %s and mail %s", jobs, mails)
     return jobs, mails
