@@ -23,7 +23,7 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/flask --app dms db upgrade
-	$(BIN)/flask --app dms users ensure-admin
+	$(BIN)/flask --app dms users ensure-admin --url http://$(HOST):$(PORT)
 	@echo "Serving on http://$(HOST):$(PORT) (Ctrl-C stops it)"
 	$(BIN)/flask --app dms serve --host $(HOST) --port $(PORT)
 

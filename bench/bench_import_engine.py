@@ -225,10 +225,9 @@ def bench(engine: Engine, url: str, user_id: int, rows: int, repeat: int) -> Non
     for _ in range(repeat):
         target = schemas.create_table(user_id, f"bench_{rows}_{uuid.uuid4().hex[:6]}", FIELDS)
         twin = schemas.create_table(user_id, f"copy_{rows}_{uuid.uuid4().hex[:6]}", FIELDS)
-        if upload is None:
-            upload = job_id = store_upload(engine, user_id, target, rows)
-        else:
-            job_id = clone_upload(engine, upload, target)
+        if upload is None:  # stored once, never run: a job's file is deleted when it ends
+            upload = store_upload(engine, user_id, target, rows)
+        job_id = clone_upload(engine, upload, target)
         with ChildPeak() as child:
             started = time.perf_counter()
             outcome = run_import(engine, Catalog(), job_id)

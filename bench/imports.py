@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -95,12 +96,19 @@ def dms_seconds(base: str, auth: str, path: Path) -> tuple[float, dict]:
     response = conn.getresponse()
     job = json.loads(response.read())
     assert response.status == 202, job
+    stored = time.time()
+    uploaded = time.perf_counter() - started
     while True:
         conn.request("GET", f"/import/jobs/{job['job_id']}/", headers=headers)
         status = json.loads(conn.getresponse().read())
         if status["status"] not in ("queued", "running"):
-            return time.perf_counter() - started, status
-        time.sleep(0.05)
+            total = time.perf_counter() - started
+            # Where the time went: storing the upload, waiting for a worker, the run itself.
+            begun = datetime.fromisoformat(status["started_at"]).timestamp()
+            ended = datetime.fromisoformat(status["finished_at"]).timestamp()
+            status["split"] = (uploaded, begun - stored, ended - begun)
+            return total, status
+        time.sleep(0.02)
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -171,10 +179,13 @@ def main() -> None:
                 copy = copy_seconds(url, valid)
             assert (status["rows_imported"], status["rows_rejected"]) == (good, bad), status
             results.append((rows, seconds, copy, worker_rss, web_rss))
+            upload, wait, run = status["split"]
             print(
                 f"{rows:>9,} rows: DMS {seconds:6.2f}s  COPY {copy:6.2f}s  "
                 f"ratio {seconds / copy:4.2f}x  worker peak RSS {worker_rss:5.0f} MB  "
-                f"web peak RSS {web_rss:5.0f} MB",
+                f"web peak RSS {web_rss:5.0f} MB\n"
+                f"{'':17}(upload stored {upload:.2f}s, waiting for a worker {wait:.2f}s, "
+                f"run {run:.2f}s, the rest polling)",
                 flush=True,
             )
     print(

@@ -8,7 +8,10 @@ import time
 
 import jwt as pyjwt
 import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import select, update
 
+from dms.tables import users
 from tests.conftest import PASSWORD, SECRET, bearer, login
 
 PROTECTED = "/api/token/revoke/"
@@ -39,6 +42,19 @@ def test_login_returns_tokens_that_open_protected_endpoints(client, make_user):
 )
 def test_bad_credentials_answer_401(client, body):
     assert_401(client.post("/api/token/", json=body))
+
+
+def test_a_hash_made_with_older_settings_logs_in_and_is_remade(app, client, make_user):
+    user = make_user()
+    engine = app.extensions["dms"].db.engine
+    old = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=2).hash(PASSWORD)
+    with engine.begin() as conn:
+        conn.execute(update(users).where(users.c.id == user.id).values(password_hash=old))
+    assert login(client, user.username)["access"]
+    with engine.connect() as conn:
+        stored = conn.execute(select(users.c.password_hash).where(users.c.id == user.id)).scalar()
+    assert stored != old and stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert login(client, user.username)["access"]  # the new hash verifies too
 
 
 def test_wrong_password_for_existing_user_answers_401(client, make_user):

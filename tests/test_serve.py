@@ -46,11 +46,12 @@ def test_make_run_sequence_serves_and_imports_with_the_inprocess_worker(tmp_path
         DMS_SWEEP_INTERVAL_SECONDS="3600",
     )
     flask = [str(Path(sys.executable).parent / "flask"), "--app", "dms"]
-    for args in (["db", "upgrade"], ["users", "ensure-admin"]):
+    port = _free_port()
+    # As the Makefile runs them (it passes HOST and PORT, so the printed curl works).
+    for args in (["db", "upgrade"], ["users", "ensure-admin", "--url", f"http://127.0.0.1:{port}"]):
         done = subprocess.run([*flask, *args], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
-    assert "curl -s -X POST http://127.0.0.1:8000/api/token/" in done.stdout
-    port = _free_port()
+    assert f"curl -s -X POST http://127.0.0.1:{port}/api/token/" in done.stdout
     server = subprocess.Popen(
         [*flask, "serve", "--port", str(port)],
         env=env,

@@ -98,7 +98,8 @@ def users_delete(name: str, yes: bool) -> None:
 
 
 @users_cli.command("ensure-admin")
-def users_ensure_admin() -> None:
+@click.option("--url", default="http://127.0.0.1:8000", help="where the API will listen")
+def users_ensure_admin(url: str) -> None:
     """Make sure the first admin (DMS_ADMIN_USER) exists; print how to log in."""
     svc = services()
     name = svc.config["DMS_ADMIN_USER"]
@@ -122,7 +123,7 @@ def users_ensure_admin() -> None:
         )
     shown = password or "<password>"
     click.echo(
-        "Log in:\n  curl -s -X POST http://127.0.0.1:8000/api/token/ "
+        f"Log in:\n  curl -s -X POST {url.rstrip('/')}/api/token/ "
         f'-H \'Content-Type: application/json\' -d \'{{"username": "{name}", '
         f'"password": "{shown}"}}\''
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,9 +15,18 @@ from sqlalchemy.exc import IntegrityError
 from dms.engine.errors import Conflict, InvalidRequest, NotFound, RateLimited, ValidationFailed
 from dms.tables import login_failures, users
 
-_hasher = PasswordHasher()  # argon2id: memory-hard, with the library's current defaults
-# Verifying against this keeps a login for an unknown user as slow as for a known one.
-_DUMMY_HASH = _hasher.hash("dms-timing-equaliser")
+# argon2id with OWASP's first recommended setting (19 MiB, 2 passes, 1 lane). Every login in
+# flight holds `memory_cost` for the hash, so the library's 64 MiB default alone was a third of a
+# web worker's memory; hashes made with other settings still verify and are upgraded at login.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Verifying against this keeps a login for an unknown user as slow as for a known one.
+    return _hasher.hash("dms-timing-equaliser")
+
+
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 MIN_PASSWORD_CHARS = 8
@@ -168,12 +178,19 @@ def authenticate(
         raise InvalidCredentials("invalid username or password")
     with engine.begin() as conn:
         conn.execute(delete(login_failures).where(login_failures.c.username == username))
+        if _hasher.check_needs_rehash(row.password_hash):
+            conn.execute(
+                update(users)
+                .where(users.c.id == row.id)
+                .values(password_hash=_hasher.hash(password))
+            )
     return _row_to_user(row)
 
 
 def _verify(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        verified = _hasher.verify(password_hash or _dummy_hash(), password)
+        return verified and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

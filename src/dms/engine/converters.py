@@ -300,7 +300,7 @@ def uuid_text(text: str) -> str:
 
 # PostgreSQL text cannot hold NUL; unpaired surrogates cannot be encoded to UTF-8.
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
-_EMAIL = re.compile(
+EMAIL_PATTERN = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     # The last label: letters, or an IDN top-level domain in punycode (xn--p1ai for .рф).
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})"
@@ -324,7 +324,7 @@ def varchar_text(text: str, max_length: int) -> str:
 
 def email_text(text: str) -> str:
     """Return `text` if it is a plausible address: local@domain.tld, ASCII, ≤ 254 chars."""
-    if len(text) > 254 or _EMAIL.fullmatch(text) is None or len(text.partition("@")[0]) > 64:
+    if len(text) > 254 or EMAIL_PATTERN.fullmatch(text) is None or len(text.partition("@")[0]) > 64:
         raise ConversionError("not a valid email address")
     return text
 

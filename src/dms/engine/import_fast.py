@@ -106,7 +106,7 @@ def fast_check(column_type: ColumnType) -> FastCheck | None:
         return _block(_UUID)
     if kind is EmailType:
         # The converter's own pattern; 64 characters bound both the local part and the whole.
-        return _block(converters._EMAIL.pattern, max_len=64)
+        return _block(converters.EMAIL_PATTERN.pattern, max_len=64)
     if kind is VarcharType:
         assert isinstance(column_type, VarcharType)
         return FastCheck(None, column_type.length)

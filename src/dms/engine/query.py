@@ -10,7 +10,6 @@ structure alone and SQLAlchemy's compiled cache serves repeated shapes.
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from dms.engine import cursor as cursors
 from dms.engine.errors import ConversionError, InvalidRequest, LimitExceeded, ValidationFailed
+from dms.engine.read_params import ReadParams, bad_param, parse_read_params
 from dms.engine.types import TYPES, ColumnType
 
 __all__ = [
@@ -36,12 +36,6 @@ __all__ = [
 
 MAX_DEPTH = 8
 MAX_TERMS = 200
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 50
-MAX_OFFSET = 2**63 - 1  # OFFSET is a bigint in PostgreSQL
-MAX_PARAM_CHARS = 65_536  # filters / search text; proxies cut URLs far shorter anyway
-COUNT_MODES = ("exact", "estimated", "none")
-ORDERS = ("asc", "desc")
 _COMPARISONS = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
 # operator -> (pattern prefix, pattern suffix, case-insensitive)
 _LIKES = {
@@ -51,58 +45,10 @@ _LIKES = {
     "endswith": ("%", "", False),
 }
 OPERATORS = ("eq", "ne", *_COMPARISONS, "in", "nin", *_LIKES, "isnull")
-_WHOLE = re.compile(r"[0-9]+")
 _ID_TYPE = TYPES.build("bigint")
 _TEXT_TYPE = TYPES.build("text")
 
 Columns = dict[str, tuple["sa.Column[Any]", ColumnType]]
-
-
-@dataclass(frozen=True)
-class ReadParams:
-    """The query-language parameters of one read; ranges are checked on construction.
-
-    Rules the SPEC leaves open:
-    - filter depth: the top-level object is level 1, each object inside an "and"/"or" list one
-      level deeper; at most 8. Terms: each operator on a column is one, each `in`/`nin` item
-      is one; at most 200 in total.
-    - `ne` and `nin` match exactly the rows `eq` and `in` do not, NULLs included.
-    - a dict value under a column is always an operator object: compare a jsonb column with an
-      object through `{"col": {"eq": {…}}}`.
-    - sort: `-col` is always descending; a plain `col` follows `order` (default asc). The unique
-      `id` ends every ordering, in the direction of the last key (with no `sort_by`, the
-      direction `order` gives); keys after an explicit `id` are dropped since they never decide.
-      NULLs sort above every value (PostgreSQL's default): last ascending, first descending.
-    - an empty plain `search` and an empty search object add no condition.
-    """
-
-    filters: object = None
-    search: object = None
-    sort_by: str | None = None
-    order: str | None = None
-    limit: int = DEFAULT_LIMIT
-    offset: int = 0
-    fields: str | None = None
-    cursor: str | None = None
-    count: str = "exact"
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.limit) or not 1 <= self.limit <= MAX_LIMIT:
-            raise LimitExceeded(
-                f"limit must be between 1 and {MAX_LIMIT}",
-                errors={"limit": [f"must be a whole number from 1 to {MAX_LIMIT}"]},
-            )
-        if not _is_int(self.offset) or not 0 <= self.offset <= MAX_OFFSET:
-            raise InvalidRequest(
-                "offset must be a whole number >= 0",
-                errors={"offset": [f"must be a whole number from 0 to {MAX_OFFSET}"]},
-            )
-        if self.order is not None and self.order not in ORDERS:
-            raise _bad("order", "must be asc or desc")
-        if self.count not in COUNT_MODES:
-            raise _bad("count", "must be exact, estimated or none")
-        if self.cursor is not None and self.offset:
-            raise _bad("offset", "cannot be combined with cursor; the cursor marks the position")
 
 
 @dataclass(frozen=True)
@@ -116,21 +62,6 @@ class CompiledRead:
     order_keys: list[tuple[str, bool]]  # (column, descending), ending with "id"
     estimate: sa.Select[Any] | None = None  # every matching row, for estimated_count
     fingerprint: str = field(default="", repr=False)
-
-
-def parse_read_params(args: Mapping[str, str]) -> ReadParams:
-    """Return the ReadParams in raw query-string `args` (empty means absent; others ignored)."""
-    return ReadParams(
-        filters=_filters_param(args.get("filters")),
-        search=_search_param(args.get("search")),
-        sort_by=args.get("sort_by") or None,
-        order=_lower(args.get("order")),
-        limit=_whole(args, "limit", DEFAULT_LIMIT),
-        offset=_whole(args, "offset", 0),
-        fields=args.get("fields") or None,
-        cursor=args.get("cursor") or None,
-        count=_lower(args.get("count")) or "exact",
-    )
 
 
 def compile_read(
@@ -208,67 +139,6 @@ def compile_where(
     return _where(_columns(table, types), filters, search)
 
 
-# --- request parameters -----------------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return type(value) is int  # bool is an int subclass, and True is no limit
-
-
-def _bad(name: str, problem: str) -> InvalidRequest:
-    return InvalidRequest(f"{name} {problem}", errors={name: [problem]})
-
-
-def _lower(text: str | None) -> str | None:
-    return text.lower() if text else None
-
-
-def _whole(args: Mapping[str, str], name: str, default: int) -> int:
-    text = args.get(name)
-    if not text:
-        return default
-    if _WHOLE.fullmatch(text) is None:
-        raise _bad(name, "must be a whole number")
-    # More digits than any bigint: out of range for both limit and offset, without int().
-    return int(text) if len(text) <= 19 else MAX_OFFSET + 1
-
-
-def _check_size(name: str, text: str) -> None:
-    # Decoding 1 MB of JSON alone takes tens of ms; no sensible filter comes near this size.
-    if len(text) > MAX_PARAM_CHARS:
-        raise LimitExceeded(
-            f"{name} is too long", errors={name: [f"at most {MAX_PARAM_CHARS} characters"]}
-        )
-
-
-def _filters_param(text: str | None) -> object:
-    if not text:
-        return None
-    _check_size("filters", text)
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise _bad("filters", f"is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise _bad("filters", "must be a JSON object")
-    return value
-
-
-def _search_param(text: str | None) -> object:
-    if not text:
-        return None
-    _check_size("search", text)
-    # Only an object changes the meaning; anything else is searched as typed.
-    if text.lstrip().startswith("{"):
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return text
-        if isinstance(value, dict):
-            return value
-    return text
-
-
 # --- names ------------------------------------------------------------------------------
 
 
@@ -314,7 +184,7 @@ def _fields(columns: Columns, fields: str | None) -> list[str]:
 
 def _where(columns: Columns, filters: object, search: object) -> ColumnElement[bool] | None:
     if filters is not None and not isinstance(filters, dict):
-        raise _bad("filters", "must be a JSON object")
+        raise bad_param("filters", "must be a JSON object")
     clauses = []
     if filters:
         clauses.append(_Filters(columns).group(filters, 1))
@@ -341,7 +211,7 @@ class _Filters:
                 errors={"filters": [f"at most {MAX_DEPTH} levels of nesting"]},
             )
         if not isinstance(node, dict) or not node:
-            raise _bad("filters", "each item of an and/or list must be a non-empty object")
+            raise bad_param("filters", "each item of an and/or list must be a non-empty object")
         clauses: list[ColumnElement[bool]] = []
         for key, value in node.items():
             name = _name(key)
@@ -353,7 +223,7 @@ class _Filters:
 
     def combine(self, name: str, items: object, depth: int) -> ColumnElement[bool]:
         if not isinstance(items, list) or not items:
-            raise _bad("filters", f"{name} needs a non-empty list of filter objects")
+            raise bad_param("filters", f"{name} needs a non-empty list of filter objects")
         self.check(len(items))  # every item holds at least one term
         parts = [self.group(item, depth + 1) for item in items]
         return sa.and_(*parts) if name == "and" else sa.or_(*parts)
@@ -365,7 +235,7 @@ class _Filters:
         if not isinstance(value, dict):
             return [self.term(entry, name, "eq", value)]
         if not value:
-            raise _bad(name, "needs at least one operator")
+            raise bad_param(name, "needs at least one operator")
         self.check(len(value))
         return [self.term(entry, name, op, operand) for op, operand in value.items()]
 
@@ -396,11 +266,11 @@ class _Filters:
             return column.is_distinct_from(converted) if column.nullable else column != converted
         if op in _COMPARISONS:
             if not column_type.orderable:
-                raise _bad(name, f"{op} does not apply to type {column_type.spec}")
+                raise bad_param(name, f"{op} does not apply to type {column_type.spec}")
             return _COMPARISONS[op](column, _bound(column, column_type, name, value))
         if op in ("in", "nin"):
             if not isinstance(value, list) or not value:
-                raise _bad(name, f"{op} needs a non-empty list")
+                raise bad_param(name, f"{op} needs a non-empty list")
             self.check(len(value) - 1)
             self.terms += len(value) - 1
             # One expanding parameter typed like the column: every item is bound as that type
@@ -414,7 +284,7 @@ class _Filters:
             return sa.or_(column.is_(None), outside) if column.nullable else outside
         if op in _LIKES:
             if not column_type.searchable:
-                raise _bad(name, f"{op} needs a text column, not {column_type.spec}")
+                raise bad_param(name, f"{op} needs a text column, not {column_type.spec}")
             prefix, suffix, insensitive = _LIKES[op]
             pattern = prefix + _escape_like(_text(name, value)) + suffix
             if insensitive:
@@ -422,9 +292,9 @@ class _Filters:
             return column.like(pattern, escape="\\")
         if op == "isnull":
             if type(value) is not bool:
-                raise _bad(name, "isnull needs true or false")
+                raise bad_param(name, "isnull needs true or false")
             return column.is_(None) if value else column.is_not(None)
-        raise _bad(name, f"unknown operator {_show(op)}; operators: {', '.join(OPERATORS)}")
+        raise bad_param(name, f"unknown operator {_show(op)}; operators: {', '.join(OPERATORS)}")
 
 
 def _convert(column_type: ColumnType, name: str, value: object) -> Any:
@@ -471,7 +341,9 @@ def _search(columns: Columns, search: object) -> ColumnElement[bool] | None:
                 raise _unknown("search", key)
             column, column_type = entry
             if not column_type.searchable:
-                raise _bad("search", f"column {name!r} is not a text column ({column_type.spec})")
+                raise bad_param(
+                    "search", f"column {name!r} is not a text column ({column_type.spec})"
+                )
             pattern = "%" + _escape_like(_text(name, value)) + "%"
             parts.append(column.ilike(pattern, escape="\\"))
         return sa.or_(*parts) if parts else None
