@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import JWTManager, decode_token
@@ -15,13 +16,17 @@ from flask_jwt_extended.exceptions import (
     RevokedTokenError,
     WrongTokenError,
 )
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from dms.api.errors import auth_error
 from dms.auth.tokens import is_revoked, is_revoked_reading_table
 from dms.engine.catalog import KnownTable
 from dms.engine.errors import InvalidName
 from dms.engine.identifiers import validate_identifier
-from dms.services import read_connection
+from dms.services import close_read_connection, read_connection
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,17 +97,32 @@ def require_token() -> None:
     family = claims.get("fam")
     table_name = _table_read_by_request()
     if table_name is None:
-        revoked = is_revoked(read_connection(), family)
+        revoked = _first_statement(lambda conn: is_revoked(conn, family))
     else:
         # A page read asks two things of the registry: fold them into one round trip.
         owner_id = int(claims["sub"])
-        revoked, id_version = is_revoked_reading_table(
-            read_connection(), family, owner_id, table_name
+        revoked, id_version = _first_statement(
+            lambda conn: is_revoked_reading_table(conn, family, owner_id, table_name)
         )
         g.dms_known_table = KnownTable(owner_id, table_name, id_version)
     if revoked:
         raise RevokedTokenError({}, claims)
     g.dms_claims = claims
+
+
+def _first_statement(run: Callable[[Connection], T]) -> T:
+    """Run the request's first statement, on a new connection if the pooled one was dead.
+
+    Pooled connections used a moment ago are not pinged (see dms.db); if the server dropped
+    this one meanwhile, nothing has happened yet in this request, so trying again is safe.
+    """
+    try:
+        return run(read_connection())
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    close_read_connection()
+    return run(read_connection())
 
 
 def known_table() -> KnownTable | None:

@@ -13,7 +13,7 @@ from dms.api.params import owner_id
 from dms.api.uploads import receive_upload
 from dms.engine import jobstatus
 from dms.engine.catalog import TableDef
-from dms.services import services
+from dms.services import read_connection, services
 
 bp = Blueprint("imports", __name__, url_prefix="/import")
 
@@ -51,9 +51,7 @@ UPLOAD = {
 
 
 def _resolve(form: dict[str, str]) -> TableDef:
-    svc = services()
-    with svc.db.reader.connect() as conn:
-        return svc.catalog.lookup(conn, owner_id(form), form.get("table_name"))
+    return services().catalog.lookup(read_connection(), owner_id(form), form.get("table_name"))
 
 
 @bp.post("/upload/")

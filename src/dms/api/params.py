@@ -11,7 +11,7 @@ from dms.api.identity import caller
 from dms.api.jsonio import json_body
 from dms.auth.users import get_user
 from dms.engine.errors import NotFound, TableNotFound, ValidationFailed
-from dms.services import services
+from dms.services import read_connection
 
 
 def request_data() -> dict[str, Any]:
@@ -51,7 +51,7 @@ def owner_id(data: Mapping[str, Any]) -> int:
     if not me.is_admin:
         # Another user's tables do not exist for a non-admin: same answer as a missing table.
         raise TableNotFound("table does not exist")
-    user = get_user(services().db.reader, owner)
+    user = get_user(read_connection(), owner)
     if user is None:
         raise NotFound(f"no user {owner[:80]!r}", code="user_not_found")
     return user.id
