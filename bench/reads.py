@@ -144,10 +144,11 @@ def statements_for(url: str, table: Any, params: dict[str, str]) -> list[tuple[s
     for stmt in (compiled.select, compiled.count if read.count == "exact" else None):
         if stmt is not None:
             c = stmt.compile(dialect=engine.dialect)
-            out.append((str(c), c.params))
-    if read.count == "estimated":
-        c = compiled.select.compile(dialect=engine.dialect)
-        out.append(("EXPLAIN (FORMAT JSON) " + str(c), c.params))
+            out.append((str(c), c.construct_params(dict(compiled.values))))
+    if read.count == "estimated" and compiled.estimate is not None:
+        c = compiled.estimate.compile(dialect=engine.dialect)
+        explain = "EXPLAIN (FORMAT JSON) " + str(c)
+        out.append((explain, c.construct_params(dict(compiled.values))))
     engine.dispose()
     return out
 

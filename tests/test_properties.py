@@ -967,7 +967,7 @@ def test_sorted_cursor_pages_follow_the_reference_order(
                 cursor=cursor, count="none",
             )  # fmt: skip
             read = compile_read(people["table"], people["types"], params, cursor_key=KEY)
-            page = conn.execute(read.select).mappings().all()
+            page = conn.execute(read.select, read.values).mappings().all()
             got += [row["id"] for row in page[:limit]]
             if len(page) <= limit:
                 break

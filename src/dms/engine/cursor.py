@@ -122,56 +122,74 @@ def decode_cursor(token: str, print_: str, count: int, key: bytes) -> list[objec
         raise _invalid() from None
 
 
-def keyset_predicate(keys: KeyValues) -> ColumnElement[bool]:
-    """Return the condition "row sorts after these values" under ORDER BY with PG null order."""
+def keyset_predicate(
+    keys: KeyValues, bind: Callable[[int, sa.Column[Any]], ColumnElement[Any]] | None = None
+) -> ColumnElement[bool]:
+    """Return the condition "row sorts after these values" under ORDER BY with PG null order.
+
+    The values decide the condition's shape (a NULL sorts apart); `bind(i, column)` gives the
+    placeholder of the i-th value when the statement is to be reused with other values, else
+    each value is bound as a literal.
+    """
+
+    def value_of(i: int) -> ColumnElement[Any]:
+        column, _, value = keys[i]
+        return bind(i, column) if bind is not None else sa.literal(value, column.type)
+
     # PostgreSQL sorts NULL above every value: last ascending, first descending.
     nulls = any(column.nullable or value is None for column, _, value in keys)
     if not nulls and len({desc for _, desc, _ in keys}) == 1:
         # Row-value comparison: one index range scan on a matching composite index.
         left = sa.tuple_(*(column for column, _, _ in keys))
-        right = sa.tuple_(*(sa.literal(value, column.type) for column, _, value in keys))
+        right = sa.tuple_(*(value_of(i) for i in range(len(keys))))
         return left < right if keys[0][1] else left > right
     # (a after x) OR (a = x AND b after y) OR …: row values cannot mix directions or NULLs.
     disjuncts: list[ColumnElement[bool]] = []
     equal: list[ColumnElement[bool]] = []
-    for column, desc, value in keys:
-        after = _after(column, desc, value)
+    for i, (column, desc, value) in enumerate(keys):
+        bound = None if value is None else value_of(i)
+        after = _after(column, desc, bound)
         if after is not None:
             disjuncts.append(sa.and_(*equal, after) if equal else after)
-        equal.append(
-            column.is_(None) if value is None else column == sa.literal(value, column.type)
-        )
+        equal.append(column.is_(None) if bound is None else column == bound)
     predicate = sa.or_(*disjuncts)
-    bound = _leading_bound(*keys[0])
+    first_column, first_desc, first_value = keys[0]
+    leading = _leading_bound(first_column, first_desc, None if first_value is None else value_of(0))
     # The redundant bound on the first key lets an index scan start at the cursor instead of
     # filtering every earlier row.
-    return predicate if bound is None else sa.and_(bound, predicate)
+    return predicate if leading is None else sa.and_(leading, predicate)
 
 
-def _after(column: sa.Column[Any], desc: bool, value: object) -> ColumnElement[bool] | None:
-    """Return "column sorts strictly after value", None when nothing can."""
+def _after(
+    column: sa.Column[Any], desc: bool, value: ColumnElement[Any] | None
+) -> ColumnElement[bool] | None:
+    """Return "column sorts strictly after value" (None: a NULL), None when nothing can."""
     if desc:
-        return column.is_not(None) if value is None else column < sa.literal(value, column.type)
+        return column.is_not(None) if value is None else column < value
     if value is None:
         return None
-    greater = column > sa.literal(value, column.type)
+    greater = column > value
     return sa.or_(greater, column.is_(None)) if column.nullable else greater
 
 
-def _leading_bound(column: sa.Column[Any], desc: bool, value: object) -> ColumnElement[bool] | None:
+def _leading_bound(
+    column: sa.Column[Any], desc: bool, value: ColumnElement[Any] | None
+) -> ColumnElement[bool] | None:
     if value is None:
         return None if desc else column.is_(None)
     if desc:
-        return column <= sa.literal(value, column.type)
+        return column <= value
     # Ascending on a nullable column would need "OR IS NULL", which no range scan can use.
-    return None if column.nullable else column >= sa.literal(value, column.type)
+    return None if column.nullable else column >= value
 
 
-def planned_rows(conn: Connection, select: sa.Select[Any]) -> int:
-    """Return the planner's row estimate ("Plan Rows") for `select`, without running it."""
+def planned_rows(
+    conn: Connection, select: sa.Select[Any], values: Mapping[str, Any] | None = None
+) -> int:
+    """Return the planner's row estimate ("Plan Rows") for `select` with `values`, unrun."""
     # LIMIT/OFFSET/ORDER BY are dropped so a page select estimates all matching rows too.
     statement = select.limit(None).offset(None).order_by(None)
-    plan = conn.execute(_Explain(statement)).scalar_one()
+    plan = conn.execute(_Explain(statement), dict(values or {})).scalar_one()
     if isinstance(plan, str | bytes):
         plan = orjson.loads(plan)
     return max(0, round(float(plan[0]["Plan"]["Plan Rows"])))

@@ -227,7 +227,7 @@ class Records:
                 return self.read(owner_id, table_name, params, own, known=known)
         table = self.catalog.lookup(conn, owner_id, table_name, known)
         compiled = compile_read(table.table, table.types, params, cursor_key=self.cursor_key)
-        result = conn.execute(compiled.select)
+        result = conn.execute(compiled.select, compiled.values)
         keys = list(result.keys())
         fetched = result.all()
         cursor = None
@@ -241,7 +241,7 @@ class Records:
         width = len(shown)
         rows = [dict(zip(shown, r[:width], strict=True)) for r in fetched]
         if params.count == "exact" and compiled.count is not None:
-            count: int | None = conn.execute(compiled.count).scalar_one()
+            count: int | None = conn.execute(compiled.count, compiled.values).scalar_one()
         elif params.count == "estimated":
             count = estimated_count(conn, compiled)
         else:
