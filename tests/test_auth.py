@@ -133,6 +133,23 @@ def test_a_token_that_has_worked_stops_working_when_it_expires(client, make_user
     assert "expired" in body["message"]
 
 
+def test_a_token_without_expiry_is_verified_on_every_use(client, make_user):
+    access = _tokens(client, make_user)["access"]
+    claims = pyjwt.decode(access, options={"verify_signature": False})
+    del claims["exp"]
+    forever = pyjwt.encode(claims, SECRET, algorithm="HS256")
+    for _ in range(2):  # the second use must not trip over the missing claim
+        assert client.get("/schemas/list_tables/", headers=bearer(forever)).status_code == 200
+
+
+def test_a_bearer_among_other_credentials_is_found(client, make_user):
+    access = _tokens(client, make_user)["access"]
+    headers = {"Authorization": f"Basic dXNlcjpwYXNz, Bearer {access},"}
+    assert client.get("/schemas/list_tables/", headers=headers).status_code == 200
+    two = {"Authorization": f"Bearer {access}, Bearer {access}"}
+    assert_401(client.get("/schemas/list_tables/", headers=two))
+
+
 def test_the_scheme_name_is_case_insensitive(client, make_user):
     access = _tokens(client, make_user)["access"]
     headers = {"Authorization": f"bearer {access}"}

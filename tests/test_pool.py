@@ -66,3 +66,14 @@ def test_a_write_right_after_its_session_died_succeeds(make_app, make_user):
     body = {"table_name": "after_kill", "fields": {"n": "int"}}
     created = client.post("/schemas/create_table/", json=body, headers=headers)
     assert created.status_code == 201, created.get_json()
+
+
+def test_readiness_is_not_fooled_by_a_pooled_connection_that_just_died(make_app):
+    app = make_app(DMS_POOL_SIZE=1)
+    client = app.test_client()
+    db = app.extensions["dms"].db
+    assert client.get("/readyz").status_code == 200
+    with db.engine.connect() as conn:
+        pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    _kill(db, pid)
+    assert client.get("/readyz").status_code == 200

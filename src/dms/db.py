@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 
 from dms.config import is_embedded
 from dms.embedded import start_embedded
@@ -40,7 +40,9 @@ class Database:
 
     def ping(self) -> None:
         """Run a trivial query; raises when the database is unreachable."""
-        with self.reader.connect() as conn:
+        # On the write pool, which pings every connection it hands out: a readiness probe must
+        # not report a healthy server down because a pooled connection died a moment ago.
+        with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
@@ -62,8 +64,10 @@ def _ping_idle_connections(engine: Engine) -> None:
     fails, SQLAlchemy renews the pool, and the caller may run it again on a new connection.
     """
 
+    @event.listens_for(engine, "connect")
     @event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi: Any, record: Any) -> None:
+    def _fresh(_dbapi: Any, record: Any) -> None:
+        # A new connection needs no ping either (and the pool clears `info` when it reconnects).
         record.info["dms_idle_since"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
@@ -74,7 +78,8 @@ def _ping_idle_connections(engine: Engine) -> None:
         try:
             engine.dialect.do_ping(dbapi)
         except Exception as exc:  # noqa: BLE001 - any failure: the pool reconnects
-            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
+            # The server most likely restarted: renew every pooled connection, not just this.
+            raise InvalidatePoolError(f"pooled connection is gone: {exc}") from exc
 
 
 def _create_engine(

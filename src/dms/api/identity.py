@@ -64,6 +64,8 @@ class VerifiedTokens:
         if known is not None and known["exp"] > time.time():
             return known
         claims = decode_token(token)  # signature, algorithm, expiry, required claims
+        if not isinstance(claims.get("exp"), int | float):
+            return claims  # a token that never expires is verified on every use
         with self._lock:
             if len(self._claims) >= self.max_entries:
                 self._claims.clear()
@@ -73,13 +75,14 @@ class VerifiedTokens:
 
 def bearer_token() -> str:
     """Return the token of the `Authorization: Bearer <token>` header, or raise a 401 error."""
-    header = request.headers.get("Authorization", "").strip()
+    header = request.headers.get("Authorization", "").strip().strip(",")
     if not header:
         raise NoAuthorizationError("Missing Authorization Header")
-    parts = header.split()
-    if len(parts) != 2 or parts[0].lower() != "bearer":
+    # Several credentials may share the header ("Bearer x, Basic y"): exactly one Bearer.
+    bearers = [c.split() for c in header.split(",") if c.strip().lower().startswith("bearer")]
+    if len(bearers) != 1 or len(bearers[0]) != 2 or bearers[0][0].lower() != "bearer":
         raise InvalidHeaderError("expected 'Authorization: Bearer <access token>'")
-    return parts[1]
+    return bearers[0][1]
 
 
 def require_token() -> None:

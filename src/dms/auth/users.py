@@ -179,9 +179,10 @@ def authenticate(
     with engine.begin() as conn:
         conn.execute(delete(login_failures).where(login_failures.c.username == username))
         if _hasher.check_needs_rehash(row.password_hash):
+            # Only the hash just verified is replaced: a password set meanwhile stays.
             conn.execute(
                 update(users)
-                .where(users.c.id == row.id)
+                .where(users.c.id == row.id, users.c.password_hash == row.password_hash)
                 .values(password_hash=_hasher.hash(password))
             )
     return _row_to_user(row)
