@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -70,8 +71,14 @@ def copy_seconds(url: str, valid: Path) -> float:
     return elapsed
 
 
-def dms_seconds(base: str, auth: str, path: Path) -> tuple[float, dict]:
-    """Time upload-until-ended of one file through the HTTP API and a worker."""
+def dms_seconds(
+    base: str, auth: str, path: Path, sample: Callable[[], None] = lambda: None
+) -> tuple[float, dict]:
+    """Time upload-until-ended of one file through the HTTP API and a worker.
+
+    `sample` runs at every status poll: the worker's reader child lives only as long as the
+    job, so its peak memory has to be read while it runs.
+    """
     headers = {"Authorization": f"Bearer {auth}"}
     conn = http.client.HTTPConnection(urlparse(base).netloc, timeout=600)
     conn.request(
@@ -101,6 +108,7 @@ def dms_seconds(base: str, auth: str, path: Path) -> tuple[float, dict]:
     while True:
         conn.request("GET", f"/import/jobs/{job['job_id']}/", headers=headers)
         status = json.loads(conn.getresponse().read())
+        sample()
         if status["status"] not in ("queued", "running"):
             total = time.perf_counter() - started
             # Where the time went: storing the upload, waiting for a worker, the run itself.
@@ -122,6 +130,18 @@ def peak_rss_mb(pids: list[int]) -> float:
         except FileNotFoundError:
             continue
     return peak / 1024
+
+
+class PeakSampler:
+    """The largest peak RSS seen among a process's descendants, over repeated calls."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+
+    def __call__(self) -> None:
+        """Read the descendants' peaks now (the worker processes, its reader's children)."""
+        self.peak = max(self.peak, peak_rss_mb(children(self.pid)[1:]))
 
 
 def children(pid: int) -> list[int]:
@@ -170,9 +190,10 @@ def main() -> None:
                         )
                         auth = token(base)
                         time.sleep(2)  # let the worker boot before the clock starts
-                        seconds, status = dms_seconds(base, auth, dms_file)
+                        sampler = PeakSampler(worker.pid)
+                        seconds, status = dms_seconds(base, auth, dms_file, sampler)
                         web_rss = peak_rss_mb(children(web_pid)[1:])
-                        worker_rss = peak_rss_mb(children(worker.pid)[1:])
+                        worker_rss = max(sampler.peak, peak_rss_mb(children(worker.pid)[1:]))
                 finally:
                     os.killpg(worker.pid, 15)
                     worker.wait(timeout=60)
