@@ -222,6 +222,49 @@ def test_a_nul_character_is_a_row_error(row: bytes) -> None:
     assert (records[2].line, records[2].fields) == (records[1].end_line + 1, ["2", "ok"])
 
 
+@pytest.mark.parametrize("size", [None, 7, 64])
+def test_nul_characters_make_exactly_their_own_lines_row_errors(size: int | None) -> None:
+    lines = [b"a,b"]
+    for i in range(2, 40):
+        if i % 7 == 0:
+            lines.append(b"\x00,\x00" if i % 2 else b"x\x00y,1")  # two NULs, or one, per line
+        else:
+            lines.append(b"%d,ok" % i)
+    lines.append(b"last\x00,1")  # no newline after the last line
+    records = read(b"\n".join(lines), size)
+    nul_lines = [n for n, line in enumerate(lines, 1) if b"\x00" in line]
+    assert [r.line for r in records if r.error] == nul_lines
+    assert all(r.error == f"NUL character at line {r.line}" for r in records if r.error)
+    assert [r.line for r in records[1:] if r.fields] == [
+        n for n in range(2, len(lines) + 1) if n not in nul_lines
+    ]
+
+
+@pytest.mark.parametrize("size", [None, 5, 64])
+def test_undecodable_and_nul_lines_are_exactly_their_own_row_errors(size: int | None) -> None:
+    lines = [b"a,b"]
+    expected = {}
+    for i in range(2, 60):
+        if i % 5 == 0:
+            lines.append(b"caf\xe9,\xff" if i % 2 else b"\xff\xfe,1")
+            expected[i] = f"invalid utf-8 byte(s) at line {i}"
+        elif i % 7 == 0:
+            lines.append(b"x\x00,\x00")
+            expected[i] = f"NUL character at line {i}"
+        elif i == 33:
+            lines.append(b"\xff\x00,1")  # both: the undecodable bytes are named
+            expected[i] = f"invalid utf-8 byte(s) at line {i}"
+        else:
+            lines.append(b"%d,ok" % i)
+    lines.append(b"last,\xc3")  # a truncated character at the very end, no newline
+    expected[len(lines)] = f"invalid utf-8 byte(s) at line {len(lines)}"
+    records = read(b"\n".join(lines), size)
+    assert {r.line: r.error for r in records if r.error} == expected
+    assert [r.line for r in records[1:] if r.fields] == [
+        n for n in range(2, len(lines) + 1) if n not in expected
+    ]
+
+
 @pytest.mark.parametrize(
     ("field", "end_line"),
     [

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
-from operator import add
+from operator import add, itemgetter
 
 from dms.engine.errors import InvalidRequest
 
@@ -251,6 +251,20 @@ def _strip_bom(chunks: Iterable[bytes]) -> tuple[Iterator[bytes], int]:
     return chain((head,), it), 0
 
 
+def _note_nuls(text: str, first: int, marks: list[tuple[int, str]]) -> None:
+    """Mark each line of decoded `text` (line `first` on) that holds a NUL character."""
+    line, counted, at = first, 0, text.find("\x00")
+    while at >= 0:
+        line += text.count("\n", counted, at)
+        marks.append((line, f"NUL character at line {line}"))
+        counted = text.find("\n", at)
+        if counted < 0:
+            return
+        line += 1
+        counted += 1
+        at = text.find("\x00", counted)
+
+
 class _Source:
     """Decoded physical lines of a byte stream plus the line-end offsets of the current block."""
 
@@ -333,16 +347,35 @@ class _Source:
             ends.append(ends[-1] + len(tail))
         self.ends, self.lo = ends, first - 1
         self.kept.append((base, data))
-        if len(data) <= self.cap:
+        if len(data) > self.cap:
+            return iter(self._checked(lines, tail, first))
+        # The whole block is decoded and scanned in C; only lines with undecodable bytes or a
+        # NUL become row errors (in `bad`, by line), and the block reads as usual around them.
+        marks: list[tuple[int, str]] = []
+        text = self._decode(data, first, marks)
+        if "\x00" in text:
+            _note_nuls(text, first, marks)
+        self.bad.extend(sorted(marks, key=itemgetter(0)))  # stable: a line's first problem first
+        # newline="\n": split on \n only, keep \r\n intact and a lone \r as data.
+        return io.StringIO(text, newline="\n")
+
+    def _decode(self, data: bytes, first: int, marks: list[tuple[int, str]]) -> str:
+        """Return `data` decoded; a line with undecodable bytes is marked and kept replaced."""
+        enc, pieces, start, line = self.encoding, [], 0, first
+        while True:
             try:
-                text = data.decode(self.encoding)
-            except UnicodeDecodeError:
-                pass
-            else:
-                if "\x00" not in text:
-                    # newline="\n": split on \n only, keep \r\n intact and a lone \r as data.
-                    return io.StringIO(text, newline="\n")
-        return iter(self._checked(lines, tail, first))
+                pieces.append(data[start:].decode(enc))
+                return "".join(pieces)
+            except UnicodeDecodeError as exc:
+                wrong = start + exc.start
+            begin = data.rfind(b"\n", start, wrong) + 1 or start
+            end = data.find(b"\n", wrong)
+            end = len(data) if end < 0 else end
+            pieces.append(data[start:begin].decode(enc))  # whole lines before it: valid
+            line += data.count(b"\n", start, begin)
+            marks.append((line, f"invalid {enc} byte(s) at line {line}"))
+            pieces.append(data[begin:end].decode(enc, "replace"))  # quotes, delimiters kept
+            start = end  # the newline, if any, starts the rest
 
     def _checked(
         self, lines: list[bytes], tail: bytes, first: int, long_lines: bool = False
