@@ -214,23 +214,14 @@ class _Run:
                         return self._end("cancelled")
                     loaded, refused = loader.load(batch)
                     loader.write_errors(batch.errors + refused)
-                    job = conn.execute(
-                        self._job_update()
-                        .values(
-                            status="running",
-                            rows_processed=import_jobs.c.rows_processed + batch.records,
-                            rows_imported=import_jobs.c.rows_imported + loaded,
-                            rows_rejected=import_jobs.c.rows_rejected
-                            + batch.rejected
-                            + len(refused),
-                            checkpoint_offset=batch.end_offset,
-                            checkpoint_line=batch.end_line,
-                            heartbeat_at=func.now(),
-                        )
-                        .returning(*import_jobs.c)
-                    ).first()
-                    if job is None:
-                        raise Superseded(self.job_id)  # rolls this batch back with it
+                    # Superseded rolls this batch back with it.
+                    job = self._progress(
+                        conn,
+                        batch,
+                        rows_processed=import_jobs.c.rows_processed + batch.records,
+                        rows_imported=import_jobs.c.rows_imported + loaded,
+                        rows_rejected=import_jobs.c.rows_rejected + batch.rejected + len(refused),
+                    )
                 if self.on_progress is not None:
                     self.on_progress(job)
         finally:
@@ -294,21 +285,24 @@ class _Run:
         """Record errors, progress and heartbeat outside the all-or-nothing transaction."""
         with self.engine.begin() as side:
             loader.write_errors(batch.errors + refused, side)
-            job = side.execute(
-                self._job_update()
-                .values(
-                    status="running",
-                    rows_processed=processed,
-                    rows_rejected=rejected,
-                    checkpoint_offset=batch.end_offset,
-                    checkpoint_line=batch.end_line,
-                    heartbeat_at=func.now(),
-                )
-                .returning(*import_jobs.c)
-            ).first()
-            if job is None:
-                raise Superseded(self.job_id)
-            return job
+            return self._progress(side, batch, rows_processed=processed, rows_rejected=rejected)
+
+    def _progress(self, conn: Connection, batch: Batch, **counts: Any) -> Any:
+        """Store counts, the batch's checkpoint and a heartbeat; raise Superseded if fenced out."""
+        job = conn.execute(
+            self._job_update()
+            .values(
+                status="running",
+                checkpoint_offset=batch.end_offset,
+                checkpoint_line=batch.end_line,
+                heartbeat_at=func.now(),
+                **counts,
+            )
+            .returning(*import_jobs.c)
+        ).first()
+        if job is None:
+            raise Superseded(self.job_id)
+        return job
 
     # --- the end --------------------------------------------------------------------------
 
