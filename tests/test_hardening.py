@@ -78,11 +78,17 @@ def test_too_many_active_imports_answer_429(make_app, make_user):
     client = app.test_client()
     auth = bearer(login(client, make_user().username)["access"])
     make_table(client, auth, fields={"name": "text"})
-    assert upload(client, auth, b"name\na\n").status_code == 202
+    first = upload(client, auth, b"name\na\n", key="k-a")
+    assert first.status_code == 202
     assert upload(client, auth, b"name\nb\n").status_code == 202
     third = upload(client, auth, b"name\nc\n")
     assert third.status_code == 429 and third.get_json()["code"] == "rate_limited"
     assert int(third.headers["Retry-After"]) > 0
+    # A repeat of a stored upload is not a new import: its job (or 409), whatever the limit.
+    again = upload(client, auth, b"name\na\n", key="k-a")
+    assert again.status_code == 200 and again.get_json()["job_id"] == first.get_json()["job_id"]
+    other = upload(client, auth, b"name\nz\n", key="k-a")
+    assert other.status_code == 409 and other.get_json()["code"] == "idempotency_conflict"
 
 
 @pytest.fixture

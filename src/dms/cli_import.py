@@ -89,6 +89,7 @@ def import_command(
             batch_rows=int(svc.config["DMS_IMPORT_BATCH_ROWS"]),
             public_url=svc.config["DMS_PUBLIC_URL"],
             on_progress=progress,
+            max_attempts=int(svc.config["DMS_IMPORT_MAX_ATTEMPTS"]),
         )
         bar.update(size - bar.pos)
     for outbox_id in unsent_for_job(svc.db.engine, job_id):

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "DMS_JOB_STALE_SECONDS": 60,  # a running job without a heartbeat this long is re-queued
     "DMS_SWEEP_INTERVAL_SECONDS": 30,
     "DMS_IMPORT_BATCH_ROWS": 20000,  # rows per committed batch (and checkpoint)
+    "DMS_IMPORT_MAX_ATTEMPTS": 10,  # runs that stop unfinished (killed, crashed) before failed
     "DMS_MAX_ACTIVE_IMPORTS": 5,  # queued or running imports per user (429 beyond)
     "DMS_CORS_ORIGINS": "",  # comma list of allowed browser origins; empty: CORS off
     "MAIL_SERVER": None,
@@ -54,18 +55,23 @@ class ConfigError(RuntimeError):
 
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Return the `DMS_*`/`MAIL_*` settings found in `environ`, JSON-decoded where they parse."""
+    """Return the `DMS_*`/`MAIL_*` settings found in `environ`.
+
+    A setting whose default is a number or a boolean is JSON-decoded (`5`, `0.5`, `true`);
+    every other one is kept as written: `MAIL_PASSWORD=12345678` is a password, not a number.
+    """
     found: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(_PREFIXES) or key.startswith("DMS_TEST_"):
             continue
-        try:
-            # Same convention as Flask's from_prefixed_env: numbers and booleans as JSON.
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        if isinstance(value, (dict, list)):
-            value = raw
+        value: Any = raw
+        if isinstance(DEFAULTS.get(key), bool | int | float):
+            try:
+                decoded = json.loads(raw)
+            except ValueError:
+                decoded = raw
+            if isinstance(decoded, bool | int | float):
+                value = decoded
         found[key] = value
     return found
 

@@ -135,15 +135,20 @@ def handle_database_down(error: Exception) -> Response:
 
 def handle_unexpected(error: Exception) -> Response:
     """Log an unexpected exception with the request id and answer a generic 500."""
-    if isinstance(error, HTTPException):
-        return handle_http_error(error)
-    if isinstance(error, DmsError):
-        return handle_dms_error(error)
+    # (DmsError and HTTPException have handlers of their own and never come here.)
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    if sqlstate.startswith("54"):
+        # Class 54, program limit exceeded: the request's data is too big for PostgreSQL (a
+        # value too long for a unique or indexed column, too many columns…). psycopg files it
+        # under OperationalError, but retrying would not help: it is the caller's input.
+        return error_response(
+            400,
+            "invalid_request",
+            "a value exceeds a PostgreSQL limit (for example, too long to be indexed)",
+        )
     if isinstance(error, (OperationalError, PoolTimeout, psycopg.OperationalError)) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     ):
-        return handle_database_down(error)
-    if isinstance(error, DBAPIError) and isinstance(error.orig, psycopg.errors.QueryCanceled):
         return handle_database_down(error)
     log.exception("unexpected error [%s] %s %s", g.get("request_id"), request.method, request.path)
     return error_response(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, decode_token
 from flask_jwt_extended.exceptions import (
     InvalidHeaderError,
@@ -77,7 +77,7 @@ def bearer_token() -> str:
     """Return the token of the `Authorization: Bearer <token>` header, or raise a 401 error."""
     header = request.headers.get("Authorization", "").strip().strip(",")
     if not header:
-        raise NoAuthorizationError("Missing Authorization Header")
+        raise NoAuthorizationError("missing Authorization: Bearer <access token> header")
     # Several credentials may share the header ("Bearer x, Basic y"): exactly one Bearer.
     bearers = [c.split() for c in header.split(",") if c.strip().lower().startswith("bearer")]
     if len(bearers) != 1 or len(bearers[0]) != 2 or bearers[0][0].lower() != "bearer":
@@ -146,26 +146,22 @@ def _table_read_by_request() -> str | None:
         return None  # the view answers 400 for it
 
 
-def _unauthorized(message: str) -> Response:
-    return auth_error(_CLEAN.get(message, message))
-
-
-_CLEAN = {
-    "Missing Authorization Header": "missing Authorization: Bearer <access token> header",
-    "Signature verification failed": "invalid token signature",
-    "Not enough segments": "malformed token",
-}
+# PyJWT's wording for the commonest bad tokens, said plainly.
+_INVALID = {"Signature verification failed": "bad signature", "Not enough segments": "malformed"}
 
 
 def init_jwt(app: Flask) -> JWTManager:
-    """Bind flask-jwt-extended, answering every token problem with a 401 in the error shape."""
+    """Bind flask-jwt-extended, answering every token problem with a 401 in the error shape.
+
+    Tokens are verified by `require_token` (through `decode_token`), so only the errors it and
+    `decode_token` raise can reach these loaders.
+    """
     jwt = JWTManager(app)
     app.extensions["dms_tokens"] = VerifiedTokens()
-    jwt.unauthorized_loader(_unauthorized)
-    jwt.invalid_token_loader(lambda message: auth_error(f"invalid token: {message}"))
+    jwt.unauthorized_loader(auth_error)  # only bearer_token's own, already worded
+    jwt.invalid_token_loader(
+        lambda message: auth_error(f"invalid token: {_INVALID.get(message, message)}")
+    )
     jwt.expired_token_loader(lambda _h, _p: auth_error("token has expired"))
     jwt.revoked_token_loader(lambda _h, _p: auth_error("token has been revoked"))
-    jwt.needs_fresh_token_loader(lambda _h, _p: auth_error("a fresh token is required"))
-    jwt.token_verification_failed_loader(lambda _h, _p: auth_error("token rejected"))
-    jwt.user_lookup_error_loader(lambda _h, _p: auth_error("unknown user"))
     return jwt

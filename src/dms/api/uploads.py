@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from flask import request
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
@@ -16,6 +17,7 @@ from dms.engine.errors import (
     IdempotencyConflict,
     InvalidRequest,
     PayloadTooLarge,
+    TableNotFound,
     ValidationFailed,
 )
 from dms.engine.uploads import (
@@ -45,11 +47,13 @@ def receive_upload(
     # The app-wide limit is the JSON one (1 MiB); this endpoint allows the upload limit plus
     # room for the multipart framing and form fields.
     request.max_content_length = max_bytes + 65536
-    check_active_imports(svc.db.engine, user_id, int(svc.config["DMS_MAX_ACTIVE_IMPORTS"]))
     key = (request.headers.get("Idempotency-Key") or "").strip() or None
     if key is not None and (len(key) > 255 or not key.isprintable()):
         raise ValidationFailed("bad Idempotency-Key", errors={"Idempotency-Key": ["1-255 chars"]})
     engine = svc.db.engine
+    if key is None or _job_with_key(engine, user_id, key) is None:
+        # A repeat of a stored upload answers with its job (or 409), whatever the limit.
+        check_active_imports(engine, user_id, int(svc.config["DMS_MAX_ACTIVE_IMPORTS"]))
     try:
         with engine.begin() as conn:
             writer = UploadWriter(conn, user_id, max_bytes)
@@ -62,19 +66,28 @@ def receive_upload(
             if not created:
                 conn.rollback()  # a repeated upload: keep nothing of this copy
         return job_id, created
-    except IntegrityError:
+    except IntegrityError as exc:
+        if isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
+            raise TableNotFound("the table was deleted while the file was uploaded") from None
+        if key is None or not isinstance(exc.orig, psycopg.errors.UniqueViolation):
+            raise
         # Two uploads raced with one Idempotency-Key: the other one committed first.
-        with engine.connect() as conn:
-            row = conn.execute(
-                select(import_jobs.c.id, import_jobs.c.content_sha256).where(
-                    import_jobs.c.user_id == user_id, import_jobs.c.idempotency_key == key
-                )
-            ).first()
-        if row is None or row.content_sha256 != writer._sha.hexdigest():
+        row = _job_with_key(engine, user_id, key)
+        if row is None or row.content_sha256 != writer.content_sha256:
             raise IdempotencyConflict(
                 "this Idempotency-Key was used for a different file"
             ) from None
         return row.id, False
+
+
+def _job_with_key(engine: Engine, user_id: int, key: str) -> Any:
+    """Return the caller's job stored under Idempotency-Key `key` (id, digest), or None."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(import_jobs.c.id, import_jobs.c.content_sha256).where(
+                import_jobs.c.user_id == user_id, import_jobs.c.idempotency_key == key
+            )
+        ).first()
 
 
 class _Parse:

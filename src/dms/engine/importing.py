@@ -49,6 +49,7 @@ _JOB_UNLOCK = text("SELECT pg_advisory_unlock(:k, hashtext(:j))")
 Progress = Callable[[Any], None]
 
 
+MAX_ATTEMPTS = 10  # runs that stopped without finishing before a job is failed
 log = logging.getLogger("dms.import")
 
 
@@ -80,9 +81,15 @@ def run_import(
     mail_to: str | None = None,
     public_url: str = "",
     on_progress: Progress | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> ImportOutcome:
-    """Run or resume import job `job_id` to its end; raise ImportBusy if the table is held."""
+    """Run or resume import job `job_id` to its end; raise ImportBusy if the table is held.
+
+    A job whose runs have stopped without finishing `max_attempts` times (a worker killed, a
+    crash) ends as failed on the next run instead of starting again.
+    """
     run = _Run(engine, catalog, job_id, max(1, batch_rows), mail_to, public_url, on_progress)
+    run.max_attempts = max(1, max_attempts)
     try:
         outcome = run.run()
     finally:
@@ -118,6 +125,7 @@ class _Run:
         self.attempt: int | None = None
         self.job_locked = False
         self.table_locked: int | None = None
+        self.max_attempts = MAX_ATTEMPTS
 
     # --- claim ----------------------------------------------------------------------------
 
@@ -146,6 +154,21 @@ class _Run:
                 conn.execute(self._job_update().values(status="queued", heartbeat_at=func.now()))
             raise ImportBusy("the table is busy with a schema change or another import")
         self.table_locked = job.table_id
+        with conn.begin():
+            # Counted before anything that could crash, so a job that kills every run it gets
+            # ends as failed instead of being re-queued for ever.
+            job = conn.execute(
+                self._job_update()
+                .values(attempts=import_jobs.c.attempts + 1, heartbeat_at=func.now())
+                .returning(*import_jobs.c)
+            ).one()
+            self.attempt = int(job.attempts)
+            if self.attempt > self.max_attempts:
+                return self._end(
+                    "failed",
+                    f"the import stopped {self.max_attempts} times without finishing; "
+                    "it will not be tried again",
+                )
         try:
             with conn.begin():
                 table = self.catalog.by_id(conn, job.table_id)
@@ -176,7 +199,6 @@ class _Run:
         values: dict[str, Any] = {
             "status": "running",
             "started_at": func.coalesce(import_jobs.c.started_at, func.now()),
-            "attempts": import_jobs.c.attempts + 1,
             "heartbeat_at": func.now(),
             "error": None,
         }
@@ -189,9 +211,8 @@ class _Run:
                 checkpoint_line=0,
             )
             self.conn.execute(delete(import_errors).where(import_errors.c.job_id == self.job_id))
-        job = self.conn.execute(self._job_update().values(**values).returning(*import_jobs.c)).one()
-        self.attempt = int(job.attempts)
-        return job
+        started = self._job_update().values(**values).returning(*import_jobs.c)
+        return self.conn.execute(started).one()
 
     # --- loading --------------------------------------------------------------------------
 

@@ -181,6 +181,11 @@ class UploadWriter:
         self._seq += 1
         self._flushed += len(data)
 
+    @property
+    def content_sha256(self) -> str:
+        """Return the SHA-256 (hex) of the bytes written so far."""
+        return str(self._sha.hexdigest())
+
     def finish(
         self, table: TableDef, options: dict[str, Any], idempotency_key: str | None
     ) -> tuple[str, bool]:
@@ -190,7 +195,7 @@ class UploadWriter:
             self._buffer.clear()
         if self.size == 0:
             raise InvalidRequest("the file is empty: it needs a header row naming columns")
-        digest = self._sha.hexdigest()
+        digest = self.content_sha256
         if idempotency_key:
             existing = self.conn.execute(
                 select(import_jobs.c.id, import_jobs.c.content_sha256).where(

@@ -50,6 +50,7 @@ def run_import(job_id: str) -> None:
         batch_rows=int(svc.config["DMS_IMPORT_BATCH_ROWS"]),
         mail_to=job_owner_email(svc.db.engine, job_id),
         public_url=svc.config["DMS_PUBLIC_URL"],
+        max_attempts=int(svc.config["DMS_IMPORT_MAX_ATTEMPTS"]),
     )
     queued = [
         m for m in unsent_for_job(svc.db.engine, job_id) if svc.enqueue_or_defer("send_mail", m)
