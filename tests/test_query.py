@@ -1,5 +1,4 @@
 import operator
-import os
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -8,6 +7,8 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import CacheStats
 
 from dms.api.errors import STATUS_BY_CODE
 from dms.engine.errors import DmsError, InvalidRequest, LimitExceeded, ValidationFailed
@@ -22,9 +23,6 @@ from dms.engine.query import (
 )
 from dms.engine.types import TYPES
 
-DATABASE_URL = os.environ.get(
-    "DMS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 SCHEMA = "helper_query_test"
 KEY = b"k" * 32
 SPECS = {
@@ -76,9 +74,9 @@ def _row(i):
 
 
 @pytest.fixture(scope="module")
-def engine():
-    url = DATABASE_URL.replace("postgresql://", "postgresql+psycopg://", 1)
-    eng = sa.create_engine(url)
+def engine(database_url):
+    """Return an engine on the session's database (conftest), with SCHEMA made afresh."""
+    eng = sa.create_engine(make_url(database_url).set(drivername="postgresql+psycopg"))
     with eng.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
         conn.execute(sa.text(f"CREATE SCHEMA {SCHEMA}"))
@@ -1136,9 +1134,30 @@ def test_estimated_count_returns_the_planner_rows(engine, table):
 
 
 def test_estimated_count_is_cached_like_any_statement(engine, table):
-    with engine.connect() as conn:
-        for value in (1, 2, 3):
-            estimated_count(conn, compiled(table, filters={"age": value}, count="estimated"))
+    reads = [compiled(table, filters={"age": value}, count="estimated") for value in (1, 2, 3)]
+    # One estimate statement per shape, shared by the three reads; only the values differ.
+    assert reads[0].estimate is not None
+    assert all(read.estimate is reads[0].estimate for read in reads)
+    assert len({read.values["v0"] for read in reads}) == 3
+    explains = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("EXPLAIN"):
+            explains.append((statement, parameters, context.cache_hit))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        with engine.connect() as conn:
+            estimates = [estimated_count(conn, read) for read in reads]
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert all(isinstance(guess, int) and 0 <= guess <= ROW_COUNT for guess in estimates)
+    # The same EXPLAIN text each time, values bound as parameters, compiled once: SQLAlchemy's
+    # compiled cache serves the second and third (the first may hit too, after other tests).
+    assert len(explains) == 3
+    assert len({statement for statement, _, _ in explains}) == 1
+    assert len({str(parameters) for _, parameters, _ in explains}) == 3
+    assert [hit for _, _, hit in explains[1:]] == [CacheStats.CACHE_HIT] * 2
 
 
 # --- statements -------------------------------------------------------------------------

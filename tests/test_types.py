@@ -1,5 +1,4 @@
 import json
-import os
 import random
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -11,14 +10,11 @@ import pytest
 import sqlalchemy as sa
 from marshmallow import Schema, ValidationError
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
 from dms.engine.errors import ConversionError, InvalidType
 from dms.engine.types import TYPES, ColumnSpec, ColumnType, TypeRegistry, parse_column_spec
-
-DATABASE_URL = os.environ.get(
-    "DMS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-).replace("postgresql+psycopg://", "postgresql://")
 
 
 def nested(depth):
@@ -782,9 +778,14 @@ def test_the_field_turns_conversion_errors_into_field_errors():
 # --- the key property, against a real PostgreSQL ---------------------------------------
 
 
+def with_driver(url, drivername):
+    return make_url(url).set(drivername=drivername).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="module")
-def database():
-    with psycopg.connect(DATABASE_URL) as conn:
+def database(database_url):
+    """Return a connection to the session's database (conftest), in UTC."""
+    with psycopg.connect(with_driver(database_url, "postgresql")) as conn:
         # The app runs every session in UTC; naive timestamptz text relies on nothing else.
         conn.execute("SET TimeZone = 'UTC'")
         yield conn
@@ -912,7 +913,7 @@ def test_some_values_postgresql_accepts_are_refused_on_purpose(pg, spec, text):
         pg.execute("SELECT %s::" + sql_type(TYPES.parse_type(spec)), [text])
 
 
-def test_from_json_values_round_trip_through_sqlalchemy():
+def test_from_json_values_round_trip_through_sqlalchemy(database_url):
     specs = list(DDL)
     # fmt: off
     row = {
@@ -934,7 +935,7 @@ def test_from_json_values_round_trip_through_sqlalchemy():
     types = {spec: TYPES.parse_type(spec) for spec in specs}
     columns = [sa.Column(f"c{i}", types[spec].sa_type()) for i, spec in enumerate(specs)]
     table = sa.Table("probe_json", sa.MetaData(), *columns, prefixes=["TEMPORARY"])
-    engine = sa.create_engine(DATABASE_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = sa.create_engine(with_driver(database_url, "postgresql+psycopg"))
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SET TimeZone = 'UTC'")

@@ -33,8 +33,8 @@ from dms.auth.users import hash_password
 from dms.tables import import_jobs, outbox, users
 from tests.conftest import PASSWORD, SECRET, SmtpSink, bearer, login, wait_for
 from tests.csvfiles import BENCH_FIELDS
-from tests.faults.redisserver import PrivateRedis
-from tests.pgserver import PrivatePostgres
+from tests.faults.redisserver import PrivateRedis, redis_server
+from tests.pgserver import PrivatePostgres, missing_binaries
 from tests.test_imports_api import ENDED, multipart
 
 # Small timings so that recovery happens within a test: a job without a heartbeat for 3 s is
@@ -65,7 +65,20 @@ def accepts(port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def private_pg() -> Iterator[PrivatePostgres]:
+def server_binaries() -> None:
+    """Check the private servers' binaries first: skip on a laptop without them, fail in CI."""
+    missing = missing_binaries()
+    if redis_server() is None:
+        missing.append("redis-server (not on PATH)")
+    if missing:
+        reason = f"fault tests need the private servers' binaries; missing: {', '.join(missing)}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide them: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def private_pg(server_binaries: None) -> Iterator[PrivatePostgres]:
     """Return a private PostgreSQL cluster holding a migrated template database."""
     server = PrivatePostgres()
     try:
@@ -82,7 +95,7 @@ def private_pg() -> Iterator[PrivatePostgres]:
 
 
 @pytest.fixture(scope="session")
-def private_redis() -> Iterator[PrivateRedis]:
+def private_redis(server_binaries: None) -> Iterator[PrivateRedis]:
     """Return a private Redis server (no persistence: a restart empties it)."""
     server = PrivateRedis()
     try:

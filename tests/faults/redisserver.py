@@ -11,6 +11,11 @@ import time
 from pathlib import Path
 
 
+def redis_server() -> str | None:
+    """Return the path of `redis-server` on PATH, or None."""
+    return shutil.which("redis-server")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -21,7 +26,7 @@ class PrivateRedis:
     """One throwaway `redis-server` on 127.0.0.1:<random port>, controllable by tests."""
 
     def __init__(self) -> None:
-        exe = shutil.which("redis-server")
+        exe = redis_server()
         if exe is None:
             raise RuntimeError("redis-server is not on PATH")
         self.exe = exe
