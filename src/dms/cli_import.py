@@ -19,13 +19,11 @@ from dms.jobs.outbox import deliver, unsent_for_job
 from dms.services import services
 
 
-def store_file(
-    user_id: int, owner_id: int, table_name: str, path: Path, options: UploadOptions
-) -> str:
+def store_file(user_id: int, table_name: str, path: Path, options: UploadOptions) -> str:
     """Store a local CSV as a queued job exactly as an upload would; return the job id."""
     svc = services()
     with svc.db.engine.begin() as conn:
-        table = svc.catalog.lookup(conn, owner_id, table_name)
+        table = svc.catalog.lookup(conn, user_id, table_name)
         writer = UploadWriter(conn, user_id, int(svc.config["DMS_MAX_UPLOAD_BYTES"]))
         writer.start()
         with path.open("rb") as handle:
@@ -61,7 +59,7 @@ def import_command(
     try:
         user = require_user(svc.db.engine, username)
         options = UploadOptions(on_error, delimiter, encoding, ignore_unknown_columns)
-        job_id = store_file(user.id, user.id, table_name, file, options)
+        job_id = store_file(user.id, table_name, file, options)
     except DmsError as exc:
         fail(exc)
     if run_async:

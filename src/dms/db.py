@@ -21,7 +21,6 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10, statement_timeout_ms: int = 5000) -> None:
         self.url = url
-        self.statement_timeout_ms = statement_timeout_ms
         # Writes ping every connection they take from the pool: a transaction cut short by a
         # dead connection cannot be retried from here.
         self.engine: Engine = _create_engine(

@@ -10,7 +10,7 @@ from dms.api.jsonio import json_response
 from dms.api.params import expect, owner_id, request_data
 from dms.engine.export import prepare_export, stream_csv
 from dms.engine.query import parse_read_params
-from dms.services import read_connection, services
+from dms.services import close_read_connection, read_connection, services
 
 bp = Blueprint("crud", __name__, url_prefix="/crud")
 
@@ -134,13 +134,16 @@ def export() -> Response:
     params = parse_read_params({k: v for k, v in args.items() if k in ("filters", "search")})
     svc = services()
     table, query = prepare_export(
-        svc.db.engine,
+        read_connection(),
         svc.catalog,
         owner_id(args),
         args["table_name"],
         params.filters,
         params.search,
     )
+    # The stream reads on a connection of its own, for as long as the client takes: give the
+    # request's connection back now rather than after the last byte.
+    close_read_connection()
     response = Response(
         stream_with_context(stream_csv(svc.db.engine, table, query)), mimetype="text/csv"
     )

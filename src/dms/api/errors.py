@@ -118,8 +118,9 @@ def handle_http_error(error: HTTPException) -> Response:
     code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
     message = _HTTP_MESSAGES.get(status) or (error.description or error.name)
     response = error_response(status, code, message)
-    if status == 405 and error.get_response().headers.get("Allow"):
-        response.headers["Allow"] = error.get_response().headers["Allow"]
+    allowed = getattr(error, "valid_methods", None)
+    if status == 405 and allowed:
+        response.headers["Allow"] = ", ".join(allowed)
     return response
 
 

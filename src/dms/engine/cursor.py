@@ -36,6 +36,7 @@ __all__ = [
     "encode_cursor",
     "fingerprint",
     "keyset_predicate",
+    "explain",
     "order_keys",
     "planned_rows",
 ]
@@ -123,18 +124,16 @@ def decode_cursor(token: str, print_: str, count: int, key: bytes) -> list[objec
 
 
 def keyset_predicate(
-    keys: KeyValues, bind: Callable[[int, sa.Column[Any]], ColumnElement[Any]] | None = None
+    keys: KeyValues, bind: Callable[[int, sa.Column[Any]], ColumnElement[Any]]
 ) -> ColumnElement[bool]:
     """Return the condition "row sorts after these values" under ORDER BY with PG null order.
 
     The values decide the condition's shape (a NULL sorts apart); `bind(i, column)` gives the
-    placeholder of the i-th value when the statement is to be reused with other values, else
-    each value is bound as a literal.
+    placeholder of the i-th value, so the statement serves any values of that shape.
     """
 
     def value_of(i: int) -> ColumnElement[Any]:
-        column, _, value = keys[i]
-        return bind(i, column) if bind is not None else sa.literal(value, column.type)
+        return bind(i, keys[i][0])
 
     # PostgreSQL sorts NULL above every value: last ascending, first descending.
     nulls = any(column.nullable or value is None for column, _, value in keys)
@@ -183,13 +182,20 @@ def _leading_bound(
     return None if column.nullable else column >= value
 
 
-def planned_rows(
-    conn: Connection, select: sa.Select[Any], values: Mapping[str, Any] | None = None
-) -> int:
-    """Return the planner's row estimate ("Plan Rows") for `select` with `values`, unrun."""
+def explain(select: sa.Select[Any]) -> Executable:
+    """Return EXPLAIN (FORMAT JSON) of `select` without LIMIT/OFFSET/ORDER BY, for planned_rows."""
     # LIMIT/OFFSET/ORDER BY are dropped so a page select estimates all matching rows too.
-    statement = select.limit(None).offset(None).order_by(None)
-    plan = conn.execute(_Explain(statement), dict(values or {})).scalar_one()
+    return _Explain(select.limit(None).offset(None).order_by(None))
+
+
+def planned_rows(
+    conn: Connection,
+    select: sa.Select[Any] | Executable,
+    values: Mapping[str, Any] | None = None,
+) -> int:
+    """Return the planner's row estimate ("Plan Rows") for a select (or its `explain`), unrun."""
+    statement = explain(select) if isinstance(select, sa.Select) else select
+    plan = conn.execute(statement, dict(values or {})).scalar_one()
     if isinstance(plan, str | bytes):
         plan = orjson.loads(plan)
     return max(0, round(float(plan[0]["Plan"]["Plan Rows"])))

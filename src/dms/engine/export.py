@@ -9,7 +9,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import Connection, Engine, Select, select
 
 from dms.engine import jsonvalues
 from dms.engine.catalog import Catalog, TableDef
@@ -42,7 +42,7 @@ def cell(value: Any) -> str:
 
 
 def prepare_export(
-    engine: Engine,
+    conn: Connection,
     catalog: Catalog,
     owner_id: int,
     table_name: object,
@@ -50,8 +50,7 @@ def prepare_export(
     search: object,
 ) -> tuple[TableDef, Select[Any]]:
     """Validate everything up front (so errors are JSON, not a broken stream); return the query."""
-    with engine.connect() as conn:
-        table = catalog.lookup(conn, owner_id, table_name)
+    table = catalog.lookup(conn, owner_id, table_name)
     where = compile_where(table.table, table.types, filters, search)
     query = select(*table.table.c).order_by(table.table.c.id)
     if where is not None:

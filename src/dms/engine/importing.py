@@ -193,7 +193,7 @@ class _Run:
             if conn.in_transaction():
                 conn.rollback()
             with conn.begin():
-                return self._end("failed", f"the file cannot be read: {_message(exc)}")
+                return self._end("failed", f"the file cannot be read: {exc.message}")
 
     def _start(self, *, restart: bool) -> Any:
         values: dict[str, Any] = {
@@ -406,7 +406,3 @@ def _rollback(txn: RootTransaction | None) -> None:
     """Roll back `txn` if it is still open."""
     if txn is not None and txn.is_active:
         txn.rollback()
-
-
-def _message(exc: Exception) -> str:
-    return getattr(exc, "message", None) or str(exc)

@@ -58,6 +58,7 @@ class CompiledRead:
     estimate: sa.Select[Any] | None = None  # every matching row, for estimated_count
     fingerprint: str = field(default="", repr=False)
     values: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    explain: Any = field(default=None, repr=False)  # EXPLAIN of `estimate`, for estimated_count
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class _Statements:
     count: sa.Select[Any] | None
     estimate: sa.Select[Any] | None
     where: ColumnElement[bool] | None
+    explain: Any = None  # EXPLAIN of `estimate`, built once like the rest
 
 
 class _ShapeCache:
@@ -137,6 +139,7 @@ def compile_read(
         statements.estimate,
         fingerprint,
         values,
+        statements.explain,
     )
 
 
@@ -174,7 +177,9 @@ def _build(
     if where is not None:
         count = None if count is None else count.where(where)
         estimate = None if estimate is None else estimate.where(where)
-    return _Statements(select, count, estimate, where)
+    return _Statements(
+        select, count, estimate, where, None if estimate is None else cursors.explain(estimate)
+    )
 
 
 def _placeholder(index: int, sql_type: Any, expanding: bool) -> ColumnElement[Any]:
@@ -193,6 +198,8 @@ def estimated_count(conn: Connection, read: CompiledRead | sa.Select[Any]) -> in
     """Return the planner's estimate of all rows a read matches, like PostgREST's planned count."""
     if isinstance(read, sa.Select):
         return cursors.planned_rows(conn, read)  # LIMIT/OFFSET/ORDER BY are ignored
+    if read.explain is not None:
+        return cursors.planned_rows(conn, read.explain, read.values)
     select = read.estimate
     if select is None:  # compiled for another count mode: rebuild it without the keyset
         select = sa.select(sa.literal(1)).select_from(read.select.get_final_froms()[0])

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from dms.engine.catalog import TableDef
-from dms.engine.csvreader import CsvFormatError, detect_format, read_records
+from dms.engine.csvreader import detect_format, read_records
 from dms.engine.errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -22,12 +22,12 @@ from dms.engine.errors import (
     RateLimited,
     ValidationFailed,
 )
+from dms.engine.import_sweep import ACTIVE
 from dms.tables import import_jobs, upload_chunks
 
 CHUNK_BYTES = 1 << 20
 MAX_HEADER_BYTES = 1 << 20
 ON_ERROR = ("skip", "abort")
-ACTIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,10 @@ class UploadOptions:
 
 def check_header(table: TableDef, head: bytes, options: UploadOptions) -> dict[str, Any]:
     """Return the job's reading options after checking the header against the table (or 400)."""
-    encoding, delimiter, has_bom = detect_format(
+    encoding, delimiter, _ = detect_format(
         head, encoding=options.encoding, delimiter=options.delimiter
     )
-    try:
-        header = next(read_records([head], encoding=encoding, delimiter=delimiter), None)
-    except CsvFormatError:
-        raise
+    header = next(read_records([head], encoding=encoding, delimiter=delimiter), None)
     if header is None or header.fields is None:
         raise InvalidRequest("the file is empty: it needs a header row naming columns")
     names = [name.strip().lower() for name in header.fields]
@@ -98,14 +95,12 @@ def check_header(table: TableDef, head: bytes, options: UploadOptions) -> dict[s
         )
     if errors:
         raise ValidationFailed("the header does not fit the table", errors=errors)
+    # What the worker reads the file with: no more (the job list loads these for every job).
     return {
         "encoding": encoding,
         "delimiter": delimiter,
-        "has_bom": has_bom,
         "on_error": options.on_error,
-        "ignore_unknown_columns": options.ignore_unknown_columns,
         "columns": columns,
-        "header": header.fields,
     }
 
 
@@ -146,16 +141,11 @@ class UploadWriter:
     _flushed: int = 0
     _sha: Any = field(default_factory=hashlib.sha256)
 
-    def start(self, table: TableDef | None = None) -> None:
-        """Insert the job row (status 'uploading') the chunks hang off."""
+    def start(self) -> None:
+        """Insert the job row (status 'uploading') the chunks hang off; finish names the table."""
         self.conn.execute(
             insert(import_jobs).values(
-                id=self.job_id,
-                user_id=self.user_id,
-                table_id=table.id if table else None,
-                table_name=table.name if table else "",
-                status="uploading",
-                options={},
+                id=self.job_id, user_id=self.user_id, table_name="", status="uploading", options={}
             )
         )
 

@@ -6,8 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from dms.engine.import_sweep import drop_ended_uploads
-from dms.engine.importing import reap_stale_jobs
+from dms.engine.import_sweep import drop_ended_uploads, reap_stale_jobs
 from dms.jobs.outbox import mark_queued, unsent
 from dms.services import Services
 
