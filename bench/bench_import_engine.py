@@ -6,9 +6,9 @@ Usage: python bench/bench_import_engine.py [rows ...]   (default: 100000 1000000
 For each size: a 7-column CSV with 1% bad rows of several kinds is generated and stored as an
 upload (1 MiB chunks + a queued job), imported with run_import, then the valid rows alone are
 loaded with `COPY … FROM STDIN (FORMAT csv)` into a fresh identical table. The file is made and
-stored a chunk at a time, so peak RSS is the engine's, not the benchmark's. The database is
-DMS_BENCH_DATABASE_URL, DMS_TEST_DATABASE_URL or postgresql://postgres@127.0.0.1:5432/test; a
-fresh database is created on that server and dropped at the end. SPEC §4 asks ratio <= 2.
+stored a chunk at a time, so peak RSS is the engine's, not the benchmark's. The server is
+DMS_BENCH_DATABASE_URL, DMS_TEST_DATABASE_URL or the embedded one (bench.common); a fresh
+database is created on it and dropped at the end. SPEC §4 asks ratio <= 2.
 """
 
 from __future__ import annotations
@@ -26,16 +26,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from sqlalchemy import Engine, create_engine, func, insert, literal, select
-from sqlalchemy.engine import make_url
 from tests.csvfiles import BENCH_FIELDS
 
-from dms import migrate
-from dms.auth.users import create_user
+from bench.common import fresh_database, plain
 from dms.engine.catalog import Catalog, TableDef
 from dms.engine.ddl import Schemas
 from dms.engine.import_reader import warm_up
 from dms.engine.importing import run_import
-from dms.tables import import_jobs, upload_chunks
+from dms.tables import import_jobs, upload_chunks, users
 
 CHUNK = 1 << 20
 FIELDS = BENCH_FIELDS
@@ -260,37 +258,21 @@ def main() -> None:
     """Create a scratch database, run each size, drop the database."""
     sizes = [int(arg) for arg in sys.argv[1:]] or [100_000, 1_000_000]
     repeat = int(os.environ.get("BENCH_REPEAT", "3"))
-    server = make_url(
-        os.environ.get("DMS_BENCH_DATABASE_URL")
-        or os.environ.get("DMS_TEST_DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/test"
-    )
-    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"helper_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = server.set(database=name)
-    engine = create_engine(
-        url.set(drivername="postgresql+psycopg"), connect_args={"options": "-c TimeZone=UTC"}
-    )
-    try:
-        migrate.upgrade(engine)
-        user = create_user(engine, f"bench_{name[-6:]}", "bench@example.com", "bench password")
-        started = time.perf_counter()
-        warm_up()  # what a worker does once at start-up: big imports read in a child process
-        print(
-            f"reader process server started in {time.perf_counter() - started:.2f} s (once per "
-            f"worker); peak RSS before importing: {peak_rss_mib():.1f} MiB"
-        )
-        for rows in sizes:
-            plain_url = url.set(drivername="postgresql").render_as_string(False)
-            bench(engine, plain_url, user.id, rows, repeat)
-    finally:
-        engine.dispose()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with fresh_database("dms_bench_engine") as url:
+        engine = create_engine(url, connect_args={"options": "-c TimeZone=UTC"})
+        try:
+            with engine.connect() as conn:
+                user_id = conn.execute(select(users.c.id)).scalar_one()
+            started = time.perf_counter()
+            warm_up()  # what a worker does once at start-up: big imports read in a child process
+            print(
+                f"reader process server started in {time.perf_counter() - started:.2f} s (once "
+                f"per worker); peak RSS before importing: {peak_rss_mib():.1f} MiB"
             )
+            for rows in sizes:
+                bench(engine, plain(url), user_id, rows, repeat)
+        finally:
+            engine.dispose()
 
 
 if __name__ == "__main__":

@@ -112,6 +112,10 @@ def served(database_url, tmp_path):
                 str(bindir / "gunicorn"),
                 "-w",
                 "1",
+                "-k",  # the README's production worker class
+                "gthread",
+                "--threads",
+                "2",
                 "-b",
                 f"127.0.0.1:{port}",
                 "dms:create_app()",
