@@ -1,6 +1,6 @@
 """The import engine (run_import) against PostgreSQL's own COPY of the same valid rows.
 
-Usage: python bench/bench_import_engine.py [rows ...]   (default: 100000 1000000)
+Usage: python -m bench.bench_import_engine [rows ...]   (default: 100000 1000000)
        BENCH_REPEAT=3 (runs per size, DMS and COPY alternating; the best of each is compared)
 
 For each size: a 7-column CSV with 1% bad rows of several kinds is generated and stored as an
