@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import signal
+import time
 
 import pytest
 from sqlalchemy import func, select, text
@@ -197,14 +198,20 @@ def test_a_paused_worker_resumed_imports_once(api, start_worker, smtp):
     )
     worker.signal(signal.SIGSTOP)
     try:
-        start_worker(**env)  # a second worker meanwhile must not import the same job
-        import time
-
-        time.sleep(3)
+        # A second worker whose sweep finds the job silent past the stale limit: the frozen
+        # worker still holds the job's lock, so it must be left alone, not run again.
+        start_worker(**env, DMS_JOB_STALE_SECONDS="1", DMS_SWEEP_INTERVAL_SECONDS="0.5")
+        # Waiting for something that must not happen: its boot (a few seconds) and many sweeps.
+        time.sleep(8)
     finally:
         worker.signal(signal.SIGCONT)
     job = wait_job(client, auth, job_id, timeout=180)
     assert job["status"] == "succeeded" and job["rows_imported"] == good
+    with app.extensions["dms"].db.engine.connect() as conn:
+        attempts = conn.execute(
+            text("SELECT attempts FROM dms_import_jobs WHERE id = :i"), {"i": job_id}
+        ).scalar_one()
+    assert attempts == 1  # the second worker never took it over
     assert _distinct_emails(app, auth) == (good, good)
     wait_for(lambda: _delivered(smtp, job_id), timeout=60)
     assert len(_delivered(smtp, job_id)) == 1
