@@ -98,10 +98,11 @@ def users_delete(name: str, yes: bool) -> None:
 
 
 @users_cli.command("ensure-admin")
-@click.option("--url", default="http://127.0.0.1:8000", help="where the API will listen")
-def users_ensure_admin(url: str) -> None:
+@click.option("--url", default=None, help="where the API will listen (default DMS_PUBLIC_URL)")
+def users_ensure_admin(url: str | None) -> None:
     """Make sure the first admin (DMS_ADMIN_USER) exists; print how to log in."""
     svc = services()
+    url = url or str(svc.config["DMS_PUBLIC_URL"])
     name = svc.config["DMS_ADMIN_USER"]
     password = svc.config["DMS_ADMIN_PASSWORD"]
     existing = user_store.get_user(svc.db.engine, name)

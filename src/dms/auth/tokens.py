@@ -10,7 +10,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token, decode
 from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
 
 from dms.auth.users import User
-from dms.engine.errors import DmsError
+from dms.engine.errors import DmsError, ValidationFailed
 from dms.tables import refresh_tokens, token_families, user_tables
 
 
@@ -52,11 +52,7 @@ def login(engine: Engine, user: User, refresh_days: int) -> dict[str, str]:
 def rotate(engine: Engine, refresh_token: object) -> dict[str, str]:
     """Exchange a live refresh token for a new pair; reusing a spent one revokes its family."""
     if not isinstance(refresh_token, str) or not refresh_token:
-        raise DmsError(
-            "refresh is required",
-            code="validation_error",
-            errors={"refresh": ["required string"]},
-        )
+        raise ValidationFailed("refresh is required", errors={"refresh": ["required string"]})
     claims = decode_token(refresh_token)  # signature, expiry and algorithm are checked here
     if claims.get("type") != "refresh":
         raise TokenRejected("a refresh token is required")

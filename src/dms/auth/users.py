@@ -149,9 +149,8 @@ def authenticate(
 ) -> User:
     """Return the user if the credentials match; raise RateLimited or InvalidCredentials."""
     if not isinstance(username, str) or not isinstance(password, str) or not username:
-        raise InvalidRequest(
+        raise ValidationFailed(
             "username and password are required",
-            code="validation_error",
             errors={"username": ["required string"], "password": ["required string"]},
         )
     since = datetime.now(UTC) - timedelta(seconds=window_seconds)
