@@ -127,6 +127,13 @@ class KnownTable:
     id_version: tuple[int, int] | None
 
 
+# default_value as its JSON text: `ColumnType.from_registry` parses it, never the session's
+# JSON deserializer (whose exact Decimals double and jsonb defaults would not read back as).
+_COLUMNS = sa.select(
+    *(c for c in user_columns.c if c.key != "default_value"),
+    sa.cast(user_columns.c.default_value, sa.Text).label("default_value"),
+)
+
 # Built once: every table request runs it, and building a select costs more than running it.
 _ID_VERSION = sa.select(user_tables.c.id, user_tables.c.version).where(
     user_tables.c.owner_id == sa.bindparam("owner_id"), user_tables.c.name == sa.bindparam("name")
@@ -195,9 +202,7 @@ class Catalog:
             .where(user_tables.c.id == table_id)
         ).one()
         column_rows = conn.execute(
-            select(user_columns)
-            .where(user_columns.c.table_id == table_id)
-            .order_by(user_columns.c.position)
+            _COLUMNS.where(user_columns.c.table_id == table_id).order_by(user_columns.c.position)
         ).all()
         index_rows = conn.execute(
             select(user_indexes.c.name, user_indexes.c.columns)
@@ -227,7 +232,8 @@ class Catalog:
 
     def _spec(self, row: Any) -> ColumnSpec:
         base = parse_column_spec(row.type_spec, self.registry)
-        default = base.type.from_json(row.default_value) if row.default_value is not None else None
+        stored = row.default_value  # JSON text; SQL NULL or JSON null: no default value
+        default = None if stored is None or stored == "null" else base.type.from_registry(stored)
         return ColumnSpec(
             base.type,
             unique=row.is_unique,

@@ -374,10 +374,6 @@ def check_json(value: object) -> object:
         elif isinstance(item, int):  # bool included
             if not -_MAX_JSON_INT < item < _MAX_JSON_INT:
                 raise ConversionError("JSON number out of range")
-        elif isinstance(item, Decimal):
-            # jsonb read back from PostgreSQL keeps numbers exact as Decimals.
-            if not item.is_finite() or abs(item.adjusted()) > 1000:
-                raise ConversionError("JSON number out of range")
         elif item is not None:
             raise ConversionError("not a JSON value")
     return value

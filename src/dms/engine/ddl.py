@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,18 +70,11 @@ def storable_default(value: Any) -> Any:
 
 def default_sql(value: Any, column_type: ColumnType) -> sa.TextClause:
     """Return a SQL default expression rendered by SQLAlchemy from a validated value."""
-    stored = storable_default(value)
-    if isinstance(stored, bool):
-        as_text = "true" if stored else "false"
-    elif isinstance(stored, str) and column_type.name != "jsonb":
-        as_text = stored
-    elif column_type.name == "jsonb":
-        as_text = json.dumps(stored)
-    else:
-        as_text = str(stored)
-    literal = sa.cast(sa.literal(as_text, sa.Text), column_type.sa_type())
+    # The type's text for the value (the one the importer uses too), cast to the type.
+    literal = sa.cast(sa.literal(column_type.to_text(value), sa.Text), column_type.sa_type())
     rendered = literal.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})
-    return sa.text(str(rendered))
+    # text() reads ":name" as a bind parameter ('{"a":1}', 'at :noon'): escape every colon.
+    return sa.text(str(rendered).replace(":", "\\:"))
 
 
 def sa_column(name: str, spec: ColumnSpec) -> sa.Column[Any]:
@@ -267,7 +259,8 @@ class Schemas:
 
         def change(conn: Connection, table: TableDef) -> None:
             column = table.column(_column_name(column_name))
-            _check_convertible(conn, table, column.name, spec.type)
+            if spec.type != column.type:  # same type: no value is converted, none can fail
+                _check_convertible(conn, table, column.name, spec.type)
             ops, name, schema = _ops(conn), column.name, table.pg_schema
             # The column becomes exactly `spec`: the old default goes first (it may not cast).
             ops.alter_column(table.name, name, server_default=None, schema=schema)

@@ -10,11 +10,8 @@ once in `rejected`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time
-from decimal import Decimal
 from itertools import islice
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
@@ -194,23 +191,10 @@ def _field(index: int, name: str, spec: ColumnSpec) -> _Field:
     convert = None if type(spec.type) is TextType else spec.type.from_csv
     empty = None
     if spec.has_default and spec.default is not None:
-        empty = spec.type.from_csv(_default_text(spec.default, spec.type.name == "jsonb"))
+        empty = spec.type.from_csv(spec.type.to_text(spec.default))
     fast = None if convert is None else fast_check(spec.type)
     plain = type(spec.type) in PLAIN_TYPES
     return _Field(index, name, convert, fast, plain, empty, not spec.nullable, spec.unique)
-
-
-def _default_text(value: object, is_json: bool) -> str:
-    """Return a column default (a Python value from the registry) as CSV text."""
-    if is_json:
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime | date | time):
-        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
-    return str(value)
 
 
 def _convert_all(

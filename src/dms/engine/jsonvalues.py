@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 _MAX_INT64 = 2**63 - 1
+_MAX_UINT64 = 2**64 - 1
 
 
 def _parse_int(text: str) -> int | Decimal:
@@ -34,6 +35,24 @@ def default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def writable(value: Any) -> Any:
+    """Return `value` with every integer orjson cannot write (beyond 64 bits) as an exact Fragment.
+
+    Such integers come from JSON parsed with plain ints, e.g. a jsonb default 1e20.
+    """
+    if isinstance(value, dict):
+        return {key: writable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [writable(item) for item in value]
+    if type(value) is int and not -_MAX_INT64 - 1 <= value <= _MAX_UINT64:
+        return orjson.Fragment(str(value))
+    return value
+
+
 def dumps(value: Any) -> str:
-    """Return `value` as JSON text (dates ISO 8601, decimals exact)."""
-    return orjson.dumps(value, default=default).decode()
+    """Return `value` as JSON text (dates ISO 8601, decimals and big integers exact)."""
+    try:
+        return orjson.dumps(value, default=default).decode()
+    except orjson.JSONEncodeError:
+        # Rare: an integer beyond 64 bits (anything else fails again, and raises).
+        return orjson.dumps(writable(value), default=default).decode()

@@ -7,14 +7,15 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import psycopg.errors as pgerr
 from marshmallow import ValidationError
-from sqlalchemy import Connection, Engine, delete, insert, update
+from sqlalchemy import Connection, Engine, delete, insert, literal_column, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from dms.engine.catalog import Catalog, KnownTable, TableDef
+from dms.engine.catalog import ID_COLUMN, Catalog, KnownTable, TableDef
 from dms.engine.errors import (
     InvalidRequest,
     RecordNotFound,
@@ -154,21 +155,7 @@ class Records:
                 raise ValidationFailed(
                     "some records are invalid; nothing was stored", errors=errors
                 )
-            stored: list[dict[str, Any]] = []
-            # Rows naming different columns cannot share one multi-row INSERT.
-            for keys, group in _group_by_keys(rows):
-                if keys:
-                    result = conn.execute(
-                        insert(table.table).returning(*table.table.c, sort_by_parameter_order=True),
-                        group,
-                    )
-                    stored.extend(_as_dict(r) for r in result)
-                else:
-                    for _ in group:
-                        row = conn.execute(insert(table.table).returning(*table.table.c)).one()
-                        stored.append(_as_dict(row))
-            stored.sort(key=lambda r: r["id"])
-            return stored
+            return _insert_many(conn, table, rows)
 
     @fresh_after_ddl
     def update(
@@ -289,12 +276,37 @@ def _validate(table: TableDef, data: object, *, partial: bool) -> dict[str, Any]
         raise ValidationFailed("invalid record", errors=_messages(exc)) from None
 
 
-def _group_by_keys(
-    rows: Sequence[dict[str, Any]],
-) -> Iterator[tuple[tuple[str, ...], list[dict[str, Any]]]]:
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(row)), []).append(row)
+def _insert_many(
+    conn: Connection, table: TableDef, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Insert `rows` and return them as stored, in the order given."""
+    stored: list[dict[str, Any]] = [{}] * len(rows)
+    # Rows naming different columns cannot share one multi-row INSERT: one per set of keys.
+    for keys, indexes in _group_by_keys(rows):
+        if keys:
+            result = conn.execute(
+                insert(table.table).returning(*table.table.c, sort_by_parameter_order=True),
+                [rows[i] for i in indexes],
+            )
+            inserted = result.all()
+        else:
+            # Nothing named: INSERT … VALUES (DEFAULT), (DEFAULT)… (every column's default).
+            # The ids are drawn in VALUES order, so sorting by id restores it.
+            each: dict[str, Any] = {ID_COLUMN: literal_column("DEFAULT")}
+            result = conn.execute(
+                insert(table.table).values([each] * len(indexes)).returning(*table.table.c)
+            )
+            inserted = sorted(result.all(), key=attrgetter(ID_COLUMN))
+        for index, row in zip(indexes, inserted, strict=True):
+            stored[index] = _as_dict(row)
+    return stored
+
+
+def _group_by_keys(rows: Sequence[dict[str, Any]]) -> Iterator[tuple[tuple[str, ...], list[int]]]:
+    """Return each set of named columns with the indexes of the rows naming exactly those."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(tuple(sorted(row)), []).append(index)
     yield from groups.items()
 
 

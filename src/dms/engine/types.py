@@ -7,6 +7,7 @@ same converters in `dms.engine.converters`, so both validate identically. Adding
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from marshmallow import ValidationError, fields
 from sqlalchemy.dialects import postgresql as pg
 
 from dms.engine import converters as conv
+from dms.engine import jsonvalues
 from dms.engine.errors import ConversionError, InvalidType
 
 __all__ = ["TYPES", "ColumnField", "ColumnSpec", "ColumnType", "TypeRegistry", "parse_column_spec"]
@@ -60,6 +62,20 @@ class ColumnType:
         """Return the text to hand PostgreSQL COPY for a non-empty CSV cell."""
         self.from_text(text)
         return text
+
+    def to_text(self, value: Any) -> str:
+        """Return a value of the type (a default) as text `from_text`, `from_csv` and a SQL cast
+        to the type all accept: the one spelling of defaults in DDL and in imports."""
+        return str(value)
+
+    def from_registry(self, stored: str) -> Any:
+        """Return the default the registry holds, from its jsonb's text (`default_value::text`).
+
+        Parsed here rather than by the session's JSON deserializer (which reads numbers as exact
+        Decimals), so a default reads back the same whatever that is. A JSON string holds the
+        value's text (numerics, dates, uuids…); a number or a boolean is its own text.
+        """
+        return self.from_text(json.loads(stored) if stored.startswith('"') else stored)
 
     def from_json(self, value: object) -> Any:
         """Return the Python value for the driver from a JSON value."""
@@ -189,6 +205,9 @@ class NumericType(ColumnType):
             return orjson.Fragment(format(value, "f")) if value.is_finite() else None
         return value
 
+    def to_text(self, value: Any) -> str:
+        return jsonvalues.plain_decimal(value) if isinstance(value, Decimal) else str(value)
+
 
 class BooleanType(ColumnType):
     name, literals, sa_factory = "boolean", frozenset({"boolean"}), sa.Boolean
@@ -198,10 +217,17 @@ class BooleanType(ColumnType):
     def from_text(self, text: str) -> bool:
         return conv.bool_text(text) == "t"
 
+    def to_text(self, value: Any) -> str:
+        return "true" if value else "false"
+
 
 class _TemporalType(ColumnType):
     def to_json(self, value: Any) -> Any:
         return value.isoformat() if isinstance(value, date | time) else value
+
+    def to_text(self, value: Any) -> str:
+        # The converters accept "T" or a blank between date and time; COPY and casts do too.
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
 
 
 class DateType(_TemporalType):
@@ -250,6 +276,14 @@ class JsonbType(ColumnType):
     sa_factory = pg.JSONB
     from_text = staticmethod(conv.parse_json)
     from_json = staticmethod(conv.check_json)
+    # orjson writes only 64-bit integers: a default such as 1e20 is shown exactly.
+    to_json = staticmethod(jsonvalues.writable)
+
+    def to_text(self, value: Any) -> str:
+        return jsonvalues.dumps(value)  # exact: Decimals and big integers keep every digit
+
+    def from_registry(self, stored: str) -> Any:
+        return self.from_text(stored)  # the stored JSON is the value itself
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         """Return JSONB where Python None is SQL NULL (so isnull filters see it), not 'null'."""
