@@ -175,6 +175,7 @@ def test_upload_limit_holds_under_gunicorn_with_and_without_content_length(
     response = conn.getresponse()
     assert response.status == 413
     assert json.loads(response.read())["code"] == "payload_too_large"
+    conn.close()  # gthread keeps connections alive: close what the test opened
     chunked = http.client.HTTPConnection(host, timeout=30)
     chunked.request(
         "POST",
@@ -186,6 +187,7 @@ def test_upload_limit_holds_under_gunicorn_with_and_without_content_length(
     response = chunked.getresponse()
     assert response.status == 413
     assert json.loads(response.read())["code"] == "payload_too_large"
+    chunked.close()
     small = http.client.HTTPConnection(host, timeout=30)
     small.request(
         "POST",
@@ -193,7 +195,10 @@ def test_upload_limit_holds_under_gunicorn_with_and_without_content_length(
         body=multipart({"table_name": "people"}, b"name\nok\n"),
         headers=headers,
     )
-    assert small.getresponse().status == 202
+    accepted = small.getresponse()
+    assert accepted.status == 202
+    accepted.read()
+    small.close()
 
 
 def test_the_app_runs_as_a_role_that_is_not_a_superuser(server_url, tmp_path, make_user):

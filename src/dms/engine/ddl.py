@@ -124,6 +124,9 @@ class Schemas:
         with self._transaction() as conn:
             definition = self.catalog.lookup(conn, owner_id, table_name)
             try_lock_table(conn, definition.id)
+            # Read again under the lock: a DDL that committed between the lookup and the lock
+            # (two concurrent add_column of one name…) is seen, not overwritten.
+            definition = self.catalog.by_id(conn, definition.id)
             change(conn, definition)
             _bump(conn, definition.id)
             result = self.catalog.by_id(conn, definition.id)
