@@ -10,12 +10,11 @@ import pytest
 from sqlalchemy import event, insert, select, text
 
 from dms.engine import ddl
-from dms.engine.catalog import Catalog, TableDef
-from dms.engine.csvreader import detect_format, read_records
+from dms.engine.catalog import Catalog
 from dms.engine.ddl import Schemas, default_sql
 from dms.engine.importing import run_import
 from dms.engine.types import TYPES
-from dms.tables import import_jobs, upload_chunks
+from tests.test_importing import upload
 
 
 def _create(client, auth, name: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -145,36 +144,6 @@ def test_default_text_is_what_the_column_type_reads_back():
 # --- 2. imports into tables with such defaults ---------------------------------------------
 
 
-def _upload(engine: Any, owner_id: int, table: TableDef, data: bytes) -> str:
-    """Store `data` as a queued upload (job row + one chunk), as the upload endpoint does."""
-    enc, delim, has_bom = detect_format(data[:65536])
-    header = next(read_records([data[:65536]], encoding=enc, delimiter=delim))
-    known = {c.name for c in table.columns}
-    columns = [n.strip().lower() if n.strip().lower() in known else None for n in header.fields]
-    job_id = uuid.uuid4().hex
-    options = {
-        "encoding": enc,
-        "delimiter": delim,
-        "has_bom": has_bom,
-        "on_error": "skip",
-        "columns": columns,
-    }
-    with engine.begin() as conn:
-        conn.execute(
-            insert(import_jobs).values(
-                id=job_id,
-                user_id=owner_id,
-                table_id=table.id,
-                table_name=table.name,
-                status="queued",
-                options=options,
-                size_bytes=len(data),
-            )
-        )
-        conn.execute(insert(upload_chunks).values(job_id=job_id, seq=0, start_offset=0, data=data))
-    return job_id
-
-
 def test_import_fills_empty_cells_with_fractional_and_exact_defaults(app, make_user):
     # The app's engine: jsonb (the registry's default_value too) is read with exact numbers.
     engine = app.extensions["dms"].db.engine
@@ -189,7 +158,7 @@ def test_import_fills_empty_cells_with_fractional_and_exact_defaults(app, make_u
     }
     table = Schemas(engine, Catalog()).create_table(owner.id, "imp", fields)
     data = b'name,doc,meta,ratio,price\na,,,,\nb,[1],"{""x"": 1}",1.5,2\n'
-    job_id = _upload(engine, owner.id, table, data)
+    job_id = upload(engine, owner, table, data)  # as the upload endpoint stores it
     outcome = run_import(engine, Catalog(), job_id)
     assert (outcome.status, outcome.rows_imported, outcome.rows_rejected) == ("succeeded", 2, 0)
     t = table.table
