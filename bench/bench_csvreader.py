@@ -1,6 +1,6 @@
 """Throughput of dms.engine.csvreader.read_records against a plain csv.reader baseline.
 
-Usage: python bench/bench_csvreader.py [rows]   (default 1,000,000 rows of 7 ASCII columns)
+Usage: python -m bench.bench_csvreader [rows]   (default 1,000,000 rows of 7 ASCII columns)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dms.engine.csvreader import read_records
 
 CHUNK = 1 << 20  # the size the upload is stored in
+ROWS = 1_000_000
 
 
 def make_file(rows: int) -> bytes:
@@ -49,9 +50,8 @@ def best_rate(fn: Callable[[bytes], int], data: bytes, runs: int = 3) -> float:
     return best
 
 
-def main() -> None:
+def main(rows: int = ROWS) -> None:
     """Print rows/s for the baseline and read_records, and their ratio."""
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     data = make_file(rows)
     base = best_rate(baseline, data)
     ours = best_rate(csvreader, data)
@@ -62,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else ROWS)

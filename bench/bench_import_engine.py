@@ -17,11 +17,9 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -29,6 +27,7 @@ from sqlalchemy import Engine, create_engine, func, insert, literal, select
 from tests.csvfiles import BENCH_FIELDS
 
 from bench.common import fresh_database, plain
+from bench.rss import TreePeak
 from dms.engine.catalog import Catalog, TableDef
 from dms.engine.ddl import Schemas
 from dms.engine.import_reader import warm_up
@@ -141,51 +140,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class ChildPeak:
-    """Sample the peak RSS (VmHWM) of our descendant processes (the reader child) on Linux."""
-
-    def __init__(self) -> None:
-        self.peak_kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ChildPeak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            for pid in _descendants(os.getpid()):
-                try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except OSError:
-                    continue
-                for line in status.splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
-
-
-def _descendants(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def clone_upload(engine: Engine, job_id: str, table: TableDef) -> str:
     """Return a new queued job with the same chunks as `job_id`, for `table`."""
     new_id = uuid.uuid4().hex
@@ -226,11 +180,11 @@ def bench(engine: Engine, url: str, user_id: int, rows: int, repeat: int) -> Non
         if upload is None:  # stored once, never run: a job's file is deleted when it ends
             upload = store_upload(engine, user_id, target, rows)
         job_id = clone_upload(engine, upload, target)
-        with ChildPeak() as child:
+        with TreePeak(os.getpid()) as child:
             started = time.perf_counter()
             outcome = run_import(engine, Catalog(), job_id)
             ours.append(time.perf_counter() - started)
-        rss, child_rss = peak_rss_mib(), max(child_rss, child.peak_kib / 1024)
+        rss, child_rss = peak_rss_mib(), max(child_rss, child.peak_mib)
         assert (outcome.rows_imported, outcome.rows_rejected) == (rows - bad, bad), outcome
         theirs.append(plain_copy(url, twin, rows))
         with engine.connect() as conn:

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "DMS_POOL_SIZE": 10,
     "DMS_INPROCESS_WORKER": True,  # only used when DMS_BROKER_URL is unset
     "DMS_WORKER_THREADS": 2,
-    "DMS_WORKER_IDLE_POLL_MS": 100,  # an idle Redis worker asks for work at least this often
+    "DMS_WORKER_IDLE_POLL_MS": 50,  # an idle Redis worker asks for work at least this often
     "DMS_PUBLIC_URL": "http://127.0.0.1:8000",
     "DMS_JOB_STALE_SECONDS": 60,  # a running job without a heartbeat this long is re-queued
     "DMS_SWEEP_INTERVAL_SECONDS": 30,

@@ -102,16 +102,34 @@ class ImportPlan:
         self.unique = [f.name for f in self.fields if f.unique]
 
     def batches(
-        self, records: Iterable[Record], batch_rows: int, *, skip_header: bool
+        self,
+        records: Iterable[Record],
+        batch_rows: int,
+        *,
+        skip_header: bool,
+        size_bytes: int | None = None,
     ) -> Iterator[Batch]:
-        """Return an iterator of converted batches of at most `batch_rows` records."""
+        """Return an iterator of converted batches of at most `batch_rows` records.
+
+        Batches start small (loading starts sooner) and, when the file's `size_bytes` is
+        known, shrink again near its end (the last batch, loaded after the last one is read,
+        is short).
+        """
         records = iter(records)
         if skip_header:
             next(records, None)
-        # Small first batches (doubling up to batch_rows) let loading start sooner.
-        size = min(batch_rows, FIRST_BATCH_ROWS)
+        smallest = size = min(batch_rows, FIRST_BATCH_ROWS)
+        first_end, read = 0, 0
         while chunk := list(islice(records, size)):
+            last = chunk[-1]
+            if not read:
+                first_end = chunk[0].end_offset
+            read += len(chunk)
             size = min(batch_rows, size * 2)
+            if size_bytes is not None and read > 1 and last.end_offset > first_end:
+                # Records left, from the bytes left and the mean record length so far.
+                left = (size_bytes - last.end_offset) * (read - 1) / (last.end_offset - first_end)
+                size = max(min(size, int(left / 2)), smallest)
             # attrgetter and map keep the per-record work in C.
             rows: list[Any] = list(map(_FIELDS, chunk))
             lines = list(map(_LINE, chunk))
@@ -123,7 +141,7 @@ class ImportPlan:
                         errors.append(ErrorRow(record.line, None, None, message))
                 rows = [r.fields for r in chunk if r.fields is not None]
                 lines = [r.line for r in chunk if r.fields is not None]
-            yield self.convert(rows, lines, errors, chunk[-1])
+            yield self.convert(rows, lines, errors, last)
 
     def convert(
         self, rows: list[list[str]], lines: list[int], errors: list[ErrorRow], last: Record

@@ -2,24 +2,28 @@
 
 Parsing and converting are Python and hold the GIL; a reader *thread* would slow the loader's
 COPY about as much as it saves. A big upload is therefore read in a child process (forkserver:
-safe to start from a threaded worker) that sends batches of ready COPY bytes through a bounded
-queue; a small one is read in a thread, which starts at once. Either way at most a few batches
-are in memory, whatever the file's size.
+safe to start from a threaded worker) that sends batches of ready COPY bytes down a pipe into a
+bounded queue; a small one is read in a thread, which starts at once. Either way at most a few
+batches are in memory, whatever the file's size.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import multiprocessing
+import pickle
 import queue
 import threading
 from collections.abc import Generator, Iterator
+from contextlib import closing, suppress
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, select
-from sqlalchemy.pool import NullPool
+import psycopg
+from sqlalchemy import Engine, bindparam, select
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from dms.engine.csvreader import read_records
 from dms.engine.errors import InvalidRequest
@@ -36,47 +40,57 @@ __all__ = [
 ]
 
 log = logging.getLogger("dms.import")
-CHUNKS_PER_QUERY = 4
 PROCESS_MIN_BYTES = 2 << 20  # below this, a child process costs more than it saves
 QUEUE_BATCHES = 2
+PIPE_BYTES = 1 << 20  # Linux's default cap for a pipe's buffer (fs.pipe-max-size)
 _END = ("end",)
+_FIRST_CHUNK = (
+    select(upload_chunks.c.seq)
+    .where(
+        upload_chunks.c.job_id == bindparam("job"),
+        upload_chunks.c.start_offset <= bindparam("offset"),
+    )
+    .order_by(upload_chunks.c.seq.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+# Compiled once for psycopg: the reader streams with a driver cursor (binary, row by row).
+_CHUNKS_FROM = (
+    select(upload_chunks.c.start_offset, upload_chunks.c.data)
+    .where(upload_chunks.c.job_id == bindparam("job"), upload_chunks.c.seq >= _FIRST_CHUNK)
+    .order_by(upload_chunks.c.seq)
+    .compile(dialect=PGDialect_psycopg())
+)
 
 
-def stream_chunks(engine: Engine, job_id: str, offset: int) -> Generator[bytes, None, None]:
-    """Return the upload's bytes from `offset` on, a few chunks per query (memory stays flat)."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        first = conn.execute(
-            select(upload_chunks.c.seq, upload_chunks.c.start_offset)
-            .where(upload_chunks.c.job_id == job_id, upload_chunks.c.start_offset <= offset)
-            .order_by(upload_chunks.c.seq.desc())
-            .limit(1)
-        ).first()
-        if first is None:
-            return
-        seq, skip = first.seq, offset - first.start_offset
-        while True:
-            rows = conn.execute(
-                select(upload_chunks.c.seq, upload_chunks.c.data)
-                .where(upload_chunks.c.job_id == job_id, upload_chunks.c.seq >= seq)
-                .order_by(upload_chunks.c.seq)
-                .limit(CHUNKS_PER_QUERY)
-            ).all()
-            for row in rows:
-                data = bytes(row.data)
-                yield data[skip:] if skip else data
-                skip = 0
-            if len(rows) < CHUNKS_PER_QUERY:
-                return
-            seq = rows[-1].seq + 1
+def stream_chunks(
+    conn: psycopg.Connection[Any], job_id: str, offset: int
+) -> Generator[bytes, None, None]:
+    """Return the upload's bytes from `offset` on, one chunk at a time (memory stays flat)."""
+    # Streamed in binary: bytea in text form is hex, twice the bytes to send and to decode.
+    params = _CHUNKS_FROM.construct_params({"job": job_id, "offset": offset})
+    with conn.cursor(binary=True) as cur:
+        skip = None
+        for start, data in cur.stream(str(_CHUNKS_FROM), params):
+            if skip is None:
+                skip = offset - start
+                yield bytes(data[skip:]) if skip else bytes(data)
+            else:
+                yield bytes(data)
 
 
 def produce_batches(
-    engine: Engine, job_id: str, start: tuple[int, int], options: dict[str, Any], plan: ImportPlan,
+    conn: psycopg.Connection[Any],
+    job_id: str,
+    start: tuple[int, int],
+    options: dict[str, Any],
+    plan: ImportPlan,
     batch_rows: int,
-) -> Generator[Batch, None, None]:  # fmt: skip
+    size_bytes: int | None = None,
+) -> Generator[Batch, None, None]:
     """Return the converted batches of the upload from `start` = (offset, last line read)."""
     offset, line = start
-    chunks = stream_chunks(engine, job_id, offset)
+    chunks = stream_chunks(conn, job_id, offset)
     try:
         records = read_records(
             chunks,
@@ -86,17 +100,22 @@ def produce_batches(
             start_line=line + 1,
             expected_fields=plan.width,
         )
-        yield from plan.batches(records, batch_rows, skip_header=offset == 0)
+        yield from plan.batches(records, batch_rows, skip_header=offset == 0, size_bytes=size_bytes)
     finally:
         chunks.close()
 
 
 class Reader:
-    """Batches produced elsewhere; iterate them, then close (always)."""
+    """Batches produced by a thread of this process; iterate them, then close (always)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
-            item = self._get()
+            item = self._queue.get()
             if isinstance(item, Batch):
                 yield item
             elif item == _END:
@@ -107,12 +126,23 @@ class Reader:
                     raise InvalidRequest(message)
                 raise RuntimeError(f"reading the upload failed: {message}")
 
-    def _get(self) -> Any:
+    def _produce(self) -> None:
         raise NotImplementedError
+
+    def _put(self, item: object) -> bool:
+        """Queue `item` for the loader; False once the reader is being closed."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def close(self) -> None:
         """Stop producing and free the producer."""
-        raise NotImplementedError
+        self._stop.set()
+        self._thread.join()
 
 
 def open_reader(
@@ -120,11 +150,11 @@ def open_reader(
     batch_rows: int, remaining_bytes: int,
 ) -> Reader:  # fmt: skip
     """Return a reader of the upload from `start`: a child process for big remainders."""
-    args = (job_id, start, options, plan, batch_rows)
+    args = (job_id, start, options, plan, batch_rows, start[0] + remaining_bytes)
     if remaining_bytes >= PROCESS_MIN_BYTES:
         try:
-            return _ProcessReader(engine.url.render_as_string(hide_password=False), args)
-        except OSError as exc:  # no process semaphores here (e.g. no /dev/shm): slower, works
+            return _ProcessReader(_connect_params(engine), args)
+        except OSError as exc:  # e.g. no process server possible here: slower, works
             log.warning("import reader process unavailable, reading in a thread: %s", exc)
     return _ThreadReader(engine, args)
 
@@ -135,41 +165,25 @@ def _failure(exc: BaseException) -> tuple[str, bool, str]:
 
 
 class _ThreadReader(Reader):
+    """Reads in a thread of this process: starts at once, shares the GIL with the loader."""
+
     def __init__(self, engine: Engine, args: tuple[Any, ...]) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(engine, args), name="dms-import-reader", daemon=True
-        )
+        super().__init__("dms-import-reader")
+        self._engine, self._args = engine, args
         self._thread.start()
 
-    def _run(self, engine: Engine, args: tuple[Any, ...]) -> None:
-        batches = produce_batches(engine, *args)
+    def _produce(self) -> None:
         try:
-            for batch in batches:
-                if not self._put(batch):
-                    return
+            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                driver: Any = conn.connection.driver_connection
+                # Closed before the connection goes back: its stream must end first.
+                with closing(produce_batches(driver, *self._args)) as batches:
+                    for batch in batches:
+                        if not self._put(batch):
+                            return
             self._put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the loader, raised there
             self._put(_failure(exc))
-        finally:
-            batches.close()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _get(self) -> Any:
-        return self._queue.get()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 _CONTEXT: Any = None
@@ -192,72 +206,106 @@ def _context() -> Any:
     with _CONTEXT_LOCK:
         if _CONTEXT is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            # "__main__" too (the default): otherwise every reader child runs the main script
+            # again (for `dramatiq`, its CLI's imports: tens of ms before the first batch).
+            context.set_forkserver_preload(["__main__", __name__])
             _CONTEXT = context
         return _CONTEXT
 
 
 class _ProcessReader(Reader):
-    def __init__(self, url: str, args: tuple[Any, ...]) -> None:
-        context = _context()
-        self._queue = context.Queue(maxsize=QUEUE_BATCHES)
-        # The child watches the read end: EOF (we closed it, or we died) means stop.
-        watch, self._alive = context.Pipe(duplex=False)
-        self._process = context.Process(
-            target=_read_in_child,
-            args=(url, args, self._queue, watch),
-            name="dms-import-reader",
-            daemon=True,
-        )
-        self._process.start()
-        watch.close()
+    """Reads in a child process, which sends each batch down a pipe as soon as it is made.
 
-    def _get(self) -> Any:
-        while True:
-            try:
-                return self._queue.get(timeout=1.0)
-            except queue.Empty:
-                if not self._process.is_alive():
-                    code = self._process.exitcode
-                    return ("error", False, f"the reader process ended (exit code {code})")
+    A thread here receives them into the queue. The child writes from its only thread: a
+    multiprocessing.Queue's feeder thread would fight the parsing for the child's GIL, which
+    delayed each batch by about 10 ms. The child holds the pipe's only write end, so its exit
+    is our end of file, and our closing the read end stops it at its next batch.
+    """
+
+    def __init__(self, connect: dict[str, Any], args: tuple[Any, ...]) -> None:
+        super().__init__("dms-import-receiver")
+        context = _context()
+        self._pipe, send = context.Pipe(duplex=False)
+        _widen(send)
+        self._process = context.Process(
+            target=_read_in_child, args=(connect, args, send), name="dms-import-reader"
+        )
+        self._process.daemon = True
+        try:
+            self._process.start()
+        finally:
+            send.close()
+        self._ended = False  # the child said it has finished (end or error)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while True:
+                item = pickle.loads(self._pipe.recv_bytes())
+                if not isinstance(item, Batch):
+                    self._ended = True
+                if not self._put(item) or self._ended:
+                    return
+        except (EOFError, OSError):  # the child died without a word, or we are closing
+            self._process.join(timeout=5)
+            code = self._process.exitcode
+            self._put(("error", False, f"the reader process ended (exit code {code})"))
 
     def close(self) -> None:
-        # Never read from the queue here: a child stopped mid-message would leave a partial
-        # message, and Queue.get's timeout does not cover reading one (it would hang forever).
-        self._alive.close()  # EOF on the child's watch pipe: stop producing
-        self._process.join(timeout=2)
-        if self._process.is_alive():
-            self._process.terminate()  # e.g. blocked flushing a full queue nobody reads
-            self._process.join(timeout=5)
+        self._stop.set()
+        if not self._ended:
+            self._process.terminate()  # it only reads: nothing of its work needs keeping
+        self._process.join(timeout=5)
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
-        self._queue.cancel_join_thread()
-        self._queue.close()
+        self._thread.join()  # its recv ends: the child, the only writer, is gone
+        self._pipe.close()
 
 
-def _read_in_child(url: str, args: tuple[Any, ...], out: Any, watch: Pipe) -> None:
-    """The child process: produce batches into `out` until done or told to stop."""
+def _widen(pipe: Pipe) -> None:
+    """Give `pipe` a buffer of up to PIPE_BYTES, where the system allows it."""
+    # A batch is megabytes: through the default 64 KiB buffer it takes dozens of context
+    # switches and about 5 ms; through 1 MiB, a few and under one.
+    with suppress(OSError, AttributeError):  # F_SETPIPE_SZ is Linux's; the cap is a sysctl
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _connect_params(engine: Engine) -> dict[str, Any]:
+    """Return psycopg.connect keywords for `engine`'s database, as its dialect makes them."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params.pop("context", None)  # SQLAlchemy's adapters: not picklable, not needed here
+    return {**params, "application_name": "dms-import-reader", "connect_timeout": 5}
+
+
+class _Stopped(Exception):
+    """Raised in the child when the parent no longer reads."""
+
+
+def _read_in_child(connect: dict[str, Any], args: tuple[Any, ...], out: Pipe) -> None:
+    """The child process: send batches down `out` until done or the parent stops reading."""
     # Nothing here makes reference cycles, and the collector would cost a quarter of the time.
     gc.disable()
-    engine = create_engine(url, poolclass=NullPool)
 
-    def put(item: object) -> bool:
-        while not watch.poll():
-            try:
-                out.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        out.cancel_join_thread()  # the parent stopped reading: do not wait to flush
-        return False
+    def send(item: object) -> None:
+        try:
+            # send_bytes, not send: send writes a bytes object in pipe-sized pieces, copying
+            # the rest after each one (quadratic in the batch's size); a memoryview is not.
+            out.send_bytes(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # EPIPE: the parent closed its end
+            raise _Stopped from None
 
     try:
-        for batch in produce_batches(engine, *args):
-            if not put(batch):
-                return
-        put(_END)
+        # psycopg itself: an engine's first connection costs queries the reader never needs.
+        with (
+            psycopg.connect(autocommit=True, **connect) as conn,
+            closing(produce_batches(conn, *args)) as batches,
+        ):
+            for batch in batches:
+                send(batch)
+        send(_END)
+    except _Stopped:
+        return
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        put(_failure(exc))
-    finally:
-        engine.dispose()
+        with suppress(_Stopped):
+            send(_failure(exc))

@@ -7,7 +7,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 QUEUE = "dms"
-DEFAULT_IDLE_POLL_MS = 100
+DEFAULT_IDLE_POLL_MS = 50
 
 
 class PromptRedisBroker(RedisBroker):
@@ -16,7 +16,7 @@ class PromptRedisBroker(RedisBroker):
     dramatiq's Redis consumer backs off exponentially while its queue is empty, up to the
     worker timeout (1 s by default), so a job sent to an idle worker waited half a second on
     average before it started; on a 100k-row import that is longer than the import. A fetch is
-    one small Lua call, so ten a second per idle worker costs Redis next to nothing.
+    one small Lua call, so twenty a second per idle worker costs Redis next to nothing.
     """
 
     def __init__(self, *, idle_poll_ms: int = DEFAULT_IDLE_POLL_MS, **options: object) -> None:

@@ -1,0 +1,131 @@
+"""The import reader against a real PostgreSQL: resume offsets, batch sizes, its child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import Engine
+
+from dms.auth.users import User
+from dms.engine import import_reader
+from dms.engine.catalog import Catalog, TableDef
+from dms.engine.ddl import Schemas
+from dms.engine.import_plan import FIRST_BATCH_ROWS, Batch, ImportPlan
+from dms.engine.import_reader import open_reader, produce_batches, stream_chunks
+from tests.test_importing import FIELDS, csv_bytes, good, upload
+
+OPTIONS = {"encoding": "utf-8", "delimiter": ","}
+
+
+@pytest.fixture
+def engine(app: Flask) -> Engine:
+    """Return the test app's engine."""
+    return app.extensions["dms"].db.engine
+
+
+@pytest.fixture
+def owner(make_user: Callable[..., User]) -> User:
+    """Return a fresh user."""
+    return make_user()
+
+
+@pytest.fixture
+def make_table(engine: Engine, owner: User) -> Callable[[], TableDef]:
+    """Return a factory of tables of FIELDS with unique names."""
+    return lambda: Schemas(engine, Catalog()).create_table(
+        owner.id, f"r_{uuid.uuid4().hex[:12]}", FIELDS
+    )
+
+
+def plan_for(table: TableDef) -> ImportPlan:
+    """Return the plan of a file with the default header for `table`."""
+    return ImportPlan(table, list(FIELDS))
+
+
+def signature(batches: list[Batch]) -> list[tuple[Any, ...]]:
+    """Return what a loader uses of each batch."""
+    return [
+        (b.data, b.lines, b.keys, b.errors, b.records, b.rejected, b.end_offset) for b in batches
+    ]
+
+
+@pytest.mark.parametrize("offset", [0, 1, 6, 7, 8, 50, -1, "end"])
+def test_chunks_resume_at_any_byte_offset(engine, owner, make_table, offset):
+    data = csv_bytes(*map(good, range(1, 11)))
+    job_id = upload(engine, owner, make_table(), data, chunk=7)
+    start = len(data) if offset == "end" else offset % len(data)
+    with engine.connect() as conn:
+        driver: Any = conn.connection.driver_connection
+        assert b"".join(stream_chunks(driver, job_id, start)) == data[start:]
+
+
+def test_a_child_process_reads_the_same_batches_as_a_thread(engine, owner, make_table, monkeypatch):
+    table = make_table()
+    lines = [good(i) if i % 7 else f"bad {i},nope,x,2020-02-30" for i in range(1, 5001)]
+    data = csv_bytes(*lines)
+    job_id = upload(engine, owner, table, data, chunk=4096)
+    plan = plan_for(table)
+    read = {}
+    for mode, threshold in (("thread", 1 << 40), ("process", 0)):
+        monkeypatch.setattr(import_reader, "PROCESS_MIN_BYTES", threshold)
+        reader = open_reader(engine, job_id, (0, 0), OPTIONS, plan, 700, len(data))
+        try:
+            read[mode] = signature(list(reader))
+        finally:
+            reader.close()
+    assert read["thread"] == read["process"]
+    assert sum(records for *_, records, _, _ in read["process"]) == 5000
+
+
+def test_batches_grow_then_shrink_near_the_end_and_cover_every_line_once(engine, owner, make_table):
+    table = make_table()
+    data = csv_bytes(*map(good, range(1, 41_001)))
+    job_id = upload(engine, owner, table, data)
+    plan = plan_for(table)
+    with engine.connect() as conn:
+        driver: Any = conn.connection.driver_connection
+        batches = list(produce_batches(driver, job_id, (0, 0), OPTIONS, plan, 8000, len(data)))
+    sizes = [b.records for b in batches]
+    assert sizes[:3] == [FIRST_BATCH_ROWS, 4000, 8000]
+    assert max(sizes) == 8000
+    # The last batch, loaded after reading ends, is short; without shrinking it would be 3000.
+    assert sizes[-1] <= FIRST_BATCH_ROWS
+    assert sizes[-3] < 8000
+    assert [line for b in batches for line in b.lines] == list(range(2, 41_002))
+
+
+def test_closing_a_reader_mid_file_ends_its_child(engine, owner, make_table, monkeypatch):
+    monkeypatch.setattr(import_reader, "PROCESS_MIN_BYTES", 0)
+    table = make_table()
+    data = csv_bytes(*map(good, range(1, 50_001)))
+    job_id = upload(engine, owner, table, data)
+    reader = open_reader(engine, job_id, (0, 0), OPTIONS, plan_for(table), 500, len(data))
+    first = next(iter(reader))
+    reader.close()
+    assert first.records == 500
+    child = reader._process  # type: ignore[attr-defined]
+    assert not child.is_alive()
+    assert child.exitcode is not None
+
+
+def test_a_reader_child_killed_mid_file_is_reported_not_waited_for(
+    engine, owner, make_table, monkeypatch
+):
+    monkeypatch.setattr(import_reader, "PROCESS_MIN_BYTES", 0)
+    table = make_table()
+    data = csv_bytes(*map(good, range(1, 50_001)))
+    job_id = upload(engine, owner, table, data)
+    reader = open_reader(engine, job_id, (0, 0), OPTIONS, plan_for(table), 500, len(data))
+    try:
+        os.kill(reader._process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError, match=r"reader process ended \(exit code -9\)"):
+            for _ in reader:
+                pass
+    finally:
+        reader.close()
