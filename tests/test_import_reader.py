@@ -129,3 +129,31 @@ def test_a_reader_child_killed_mid_file_is_reported_not_waited_for(
                 pass
     finally:
         reader.close()
+
+
+def test_a_reader_child_stops_by_itself_when_its_reader_goes_away(engine, owner, make_table):
+    # The worker process dies alone (say, the OOM killer): its end of the pipe closes, and the
+    # child, which would otherwise read the whole file for nobody, stops at its next batch.
+    table = make_table()
+    rows = 200_000
+    data = csv_bytes(*map(good, range(1, rows + 1)))
+    job_id = upload(engine, owner, table, data)
+    context = import_reader._context()
+    receive, send = context.Pipe(duplex=False)
+    # One-row batches: reading on to the end would take this child several seconds.
+    args = (job_id, (0, 0), OPTIONS, plan_for(table), 1, len(data))
+    child = context.Process(
+        target=import_reader._read_in_child,
+        args=(import_reader._connect_params(engine), args, send),
+        daemon=True,
+    )
+    child.start()
+    send.close()
+    try:
+        assert receive.poll(30)  # the first batch is on its way
+        receive.close()
+        child.join(timeout=2)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()

@@ -106,7 +106,7 @@ def produce_batches(
 
 
 class Reader:
-    """Batches produced by a thread of this process; iterate them, then close (always)."""
+    """Batches queued by a thread of this process; iterate them, then close (always)."""
 
     def __init__(self, name: str) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
@@ -219,7 +219,7 @@ class _ProcessReader(Reader):
     A thread here receives them into the queue. The child writes from its only thread: a
     multiprocessing.Queue's feeder thread would fight the parsing for the child's GIL, which
     delayed each batch by about 10 ms. The child holds the pipe's only write end, so its exit
-    is our end of file, and our closing the read end stops it at its next batch.
+    is our end of file; if this process dies, the child's next write fails and it stops.
     """
 
     def __init__(self, connect: dict[str, Any], args: tuple[Any, ...]) -> None:
