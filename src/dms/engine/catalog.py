@@ -79,7 +79,7 @@ class TableDef:
     def _build_schema(self, partial: bool) -> Schema:
         fields = {
             c.name: c.type.field(
-                required=not partial and not c.spec.nullable and not c.spec.has_default,
+                required=not partial and c.spec.required,
                 allow_none=c.spec.nullable,
             )
             for c in self.columns

@@ -84,11 +84,7 @@ class ImportPlan:
         if gone:
             raise PlanError(f"column(s) no longer in table {table.name!r}: {', '.join(gone)}")
         mapped = {name for name in columns if name is not None}
-        missing = [
-            c.name
-            for c in table.columns
-            if not c.spec.nullable and not c.spec.has_default and c.name not in mapped
-        ]
+        missing = [c.name for c in table.columns if c.spec.required and c.name not in mapped]
         if missing:
             raise PlanError(f"required column(s) missing from the file: {', '.join(missing)}")
         self.width = len(columns)

@@ -366,6 +366,11 @@ class ColumnSpec:
     has_default: bool = False
     index: bool = False
 
+    @property
+    def required(self) -> bool:
+        """Return True if a new row must give this column a value (not null, no default)."""
+        return not self.nullable and not self.has_default
+
     def describe(self, name: str) -> dict[str, Any]:
         """Return the column as the API shows it (default made JSON-native by `to_json`)."""
         default = None if self.default is None else self.type.to_json(self.default)

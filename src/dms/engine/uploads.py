@@ -84,11 +84,7 @@ def check_header(table: TableDef, head: bytes, options: UploadOptions) -> dict[s
             errors.setdefault("header", []).append(f"{name[:80]!r} is not a column of the table")
         seen.add(name)
         columns.append(name if name in known else None)
-    missing = [
-        c.name
-        for c in table.columns
-        if not c.spec.nullable and not c.spec.has_default and c.name not in seen
-    ]
+    missing = [c.name for c in table.columns if c.spec.required and c.name not in seen]
     if missing:
         errors.setdefault("header", []).append(
             "missing required column(s) without a default: " + ", ".join(missing)
