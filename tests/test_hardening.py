@@ -5,10 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -19,25 +17,10 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from dms import create_app, migrate
-from tests.conftest import SECRET, bearer, login
+from tests.conftest import SECRET, auth_for
+from tests.netutil import free_port, wait_for_http
+from tests.scratchdb import libpq_url, scratch_database
 from tests.test_imports_api import make_table, multipart, upload, wait_job
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(base: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1).read()
-            return
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
 
 
 def test_cors_is_off_by_default(client, auth):
@@ -51,7 +34,7 @@ def test_cors_is_off_by_default(client, auth):
 def test_cors_allows_only_listed_origins_and_answers_preflights(make_app, make_user):
     app = make_app(DMS_CORS_ORIGINS="https://app.example, https://admin.example")
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     ok = client.get("/schemas/list_tables/", headers={**auth, "Origin": "https://app.example"})
     assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
     other = client.get("/schemas/list_tables/", headers={**auth, "Origin": "https://evil.example"})
@@ -76,7 +59,7 @@ def test_authenticated_answers_are_not_cached_and_never_sniffed(client, auth):
 def test_too_many_active_imports_answer_429(make_app, make_user):
     app = make_app(DMS_MAX_ACTIVE_IMPORTS=2)  # no worker: uploads stay queued
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     make_table(client, auth, fields={"name": "text"})
     first = upload(client, auth, b"name\na\n", key="k-a")
     assert first.status_code == 202
@@ -97,7 +80,7 @@ def served(database_url, tmp_path):
     procs: list[subprocess.Popen] = []
 
     def start(kind: str, **env: str) -> str:
-        port = _free_port()
+        port = free_port()
         full = {
             **os.environ,
             "DMS_DATABASE_URL": database_url,
@@ -132,7 +115,7 @@ def served(database_url, tmp_path):
             )
         )
         base = f"http://127.0.0.1:{port}"
-        _wait_http(base, procs[-1])
+        wait_for_http(base + "/healthz", timeout=30, process=procs[-1])
         return base
 
     yield start
@@ -163,7 +146,7 @@ def test_upload_limit_holds_under_gunicorn_with_and_without_content_length(
     base = served("gunicorn", DMS_MAX_UPLOAD_BYTES="100000")
     user = make_user()
     token = _token(base, user.username)
-    make_table(client, bearer(login(client, user.username)["access"]), fields={"name": "text"})
+    make_table(client, auth_for(client, user.username), fields={"name": "text"})
     body = multipart({"table_name": "people"}, b"name\n" + b"row\n" * 60_000)
     headers = {
         "Authorization": f"Bearer {token}",
@@ -201,33 +184,35 @@ def test_upload_limit_holds_under_gunicorn_with_and_without_content_length(
     small.close()
 
 
-def test_the_app_runs_as_a_role_that_is_not_a_superuser(server_url, tmp_path, make_user):
-    admin = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    role, database = f"dms_app_{uuid.uuid4().hex[:8]}", f"dms_lp_{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def role_database_url(server_url):
+    """Return the URL of a fresh database, as a new role that owns it and is not a superuser."""
+    admin = libpq_url(server_url)
+    role = f"dms_app_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
                 sql.Identifier(role)
             )
         )
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(database), sql.Identifier(role)
-            )
-        )
-    url = (
-        make_url(server_url)
-        .set(username=role, database=database)
-        .render_as_string(hide_password=False)
-    )
-    db_admin = make_url(admin).set(database=database).render_as_string(hide_password=False)
-    with psycopg.connect(db_admin, autocommit=True) as conn:
-        # PostgreSQL 14 lets everyone create in public; 15+ needs the grant (or ownership).
-        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(role)))
+    try:
+        with scratch_database(server_url, "dms_lp_", owner=role) as url:
+            with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+                # PostgreSQL 14 lets everyone create in public; 15+ needs the grant (or ownership).
+                conn.execute(
+                    sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(role))
+                )
+            yield make_url(url).set(username=role).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_the_app_runs_as_a_role_that_is_not_a_superuser(role_database_url, tmp_path, make_user):
     app = create_app(
         {
             "TESTING": True,
-            "DMS_DATABASE_URL": url,
+            "DMS_DATABASE_URL": role_database_url,
             "DMS_SECRET_KEY": SECRET,
             "DMS_VAR_DIR": str(tmp_path),
             "DMS_INPROCESS_WORKER": True,
@@ -248,7 +233,7 @@ def test_the_app_runs_as_a_role_that_is_not_a_superuser(server_url, tmp_path, ma
 
         create_user(svc.db.engine, "lp_user", "lp@example.com", "correct horse battery")
         client = app.test_client()
-        auth = bearer(login(client, "lp_user")["access"])
+        auth = auth_for(client, "lp_user")
         make_table(client, auth, fields={"name": "text", "qty": "int"})
         assert (
             client.post(
@@ -268,8 +253,3 @@ def test_the_app_runs_as_a_role_that_is_not_a_superuser(server_url, tmp_path, ma
                 conn.exec_driver_sql("COPY (SELECT 1) TO PROGRAM 'true'")
     finally:
         app.extensions["dms"].close()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-            )
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

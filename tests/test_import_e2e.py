@@ -160,7 +160,8 @@ def test_the_same_message_delivered_twice_imports_once(api, start_worker):
 
 
 def test_smtp_down_then_up_sends_one_mail_without_repeating_the_import(api, start_worker):
-    from tests.conftest import SmtpSink, _free_port
+    from tests.conftest import SmtpSink
+    from tests.netutil import free_port as _free_port
 
     app, client, auth = api
     port = _free_port()

@@ -8,10 +8,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
-from psycopg import sql
 from sqlalchemy import Engine, create_engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
@@ -35,6 +33,7 @@ from dms.engine.jobstatus import error_rows
 from dms.engine.locks import TABLE_LOCK_CLASS
 from dms.engine.types import parse_column_spec
 from dms.tables import import_jobs, outbox, upload_chunks
+from tests.scratchdb import scratch_database
 
 FIELDS = {
     "name": "text",
@@ -51,24 +50,16 @@ HEADER = "name,email,qty,born"
 @pytest.fixture(scope="session")
 def engine(server_url: str) -> Iterator[Engine]:
     """Return an engine on a fresh, migrated database of the test server, dropped after it."""
-    url = make_url(server_url)
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"helper_import_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    made = create_engine(
-        url.set(drivername="postgresql+psycopg", database=name),
-        connect_args={"options": "-c TimeZone=UTC"},
-    )
-    try:
-        migrate.upgrade(made)
-        yield made
-    finally:
-        made.dispose()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with scratch_database(server_url, "helper_import_") as url:
+        made = create_engine(
+            make_url(url).set(drivername="postgresql+psycopg"),
+            connect_args={"options": "-c TimeZone=UTC"},
+        )
+        try:
+            migrate.upgrade(made)
+            yield made
+        finally:
+            made.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dms.tables import import_jobs, upload_chunks
-from tests.conftest import bearer, login, wait_for
+from tests.conftest import auth_for, wait_for
 from tests.csvfiles import BENCH_FIELDS, make_csv
 
 ENDED = {"succeeded", "completed_with_errors", "failed", "cancelled"}
@@ -88,7 +88,7 @@ def wclient(worker_app):
 
 @pytest.fixture
 def wauth(wclient, make_user):
-    return bearer(login(wclient, make_user().username)["access"])
+    return auth_for(wclient, make_user().username)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_upload_needs_multipart_a_file_and_a_known_table(client, auth, make_user
     assert no_file.status_code == 400 and "file" in no_file.get_json()["errors"]
     assert upload(client, auth, b"name\nx\n", table="nothere").status_code == 404
     assert upload(client, auth, b"name\nx\n", table="x;drop").status_code == 400
-    other = bearer(login(client, make_user().username)["access"])
+    other = auth_for(client, make_user().username)
     assert upload(client, other, b"name\nx\n").status_code == 404
     garbage = client.post(
         "/import/upload/",
@@ -165,7 +165,7 @@ def test_upload_needs_multipart_a_file_and_a_known_table(client, auth, make_user
 def test_oversized_upload_answers_413(make_app, make_user):
     app = make_app(DMS_MAX_UPLOAD_BYTES=1000)
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     make_table(client, auth, fields={"name": "text"})
     before = counts(app)
     response = upload(client, auth, b"name\n" + b"x\n" * 2000)
@@ -194,7 +194,7 @@ def test_job_endpoints_are_private_and_cancel_of_an_ended_job_is_409(wclient, wa
     assert job["status"] == "succeeded" and job["rows_imported"] == 1 and job["progress"] == 1.0
     cancel = wclient.post(f"/import/jobs/{ids[0]}/cancel/", headers=wauth)
     assert cancel.status_code == 409 and cancel.get_json()["code"] == "job_ended"
-    other = bearer(login(wclient, make_user().username)["access"])
+    other = auth_for(wclient, make_user().username)
     for path in (f"/import/jobs/{ids[0]}/", f"/import/jobs/{ids[0]}/errors/"):
         response = wclient.get(path, headers=other)
         assert response.status_code == 404 and response.get_json()["code"] == "job_not_found"
@@ -231,7 +231,7 @@ def test_in_process_worker_imports_reports_errors_and_mails_once(worker_app, wcl
 def test_ddl_during_an_import_answers_table_busy(make_app, make_user):
     app = make_app(DMS_INPROCESS_WORKER=True, DMS_IMPORT_BATCH_ROWS=2000)
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     make_table(client, auth)
     data, _, _ = make_csv(300_000, bad_every=0)
     job_id = upload(client, auth, data).get_json()["job_id"]
@@ -260,7 +260,7 @@ def test_ddl_during_an_import_answers_table_busy(make_app, make_user):
 def test_cancel_stops_a_running_import_and_keeps_committed_rows(make_app, make_user):
     app = make_app(DMS_INPROCESS_WORKER=True, DMS_IMPORT_BATCH_ROWS=2000)
     wclient = app.test_client()
-    wauth = bearer(login(wclient, make_user().username)["access"])
+    wauth = auth_for(wclient, make_user().username)
     make_table(wclient, wauth)
     data, _, _ = make_csv(300_000, bad_every=0)
     job_id = upload(wclient, wauth, data).get_json()["job_id"]

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from dms.tables import outbox
-from tests.conftest import SmtpSink, _free_port, wait_for
+from tests.conftest import SmtpSink, wait_for
+from tests.netutil import free_port
 from tests.test_imports_api import mail_text
 
 
@@ -38,7 +39,7 @@ def test_without_mail_server_mail_goes_to_var_mail_through_the_inprocess_worker(
 
 
 def test_mail_server_down_then_up_delivers_exactly_once(make_app):
-    port = _free_port()
+    port = free_port()
     app = make_app(DMS_INPROCESS_WORKER=True, MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
     outbox_id = _queue_test_mail(app, "later@example.com")
     wait_for(lambda: _sent(app, outbox_id).attempts >= 1)
@@ -68,14 +69,14 @@ def test_redis_broker_and_a_real_worker_process_deliver_over_smtp(
 
 @pytest.mark.redis
 def test_readyz_answers_503_when_the_broker_is_unreachable(make_app):
-    app = make_app(DMS_BROKER_URL=f"redis://127.0.0.1:{_free_port()}/0")
+    app = make_app(DMS_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert "broker" in response.get_json()["message"]
 
 
 def test_a_long_smtp_outage_does_not_multiply_send_attempts(make_app):
-    port = _free_port()
+    port = free_port()
     app = make_app(
         DMS_INPROCESS_WORKER=True,
         MAIL_SERVER="127.0.0.1",

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from dms.db import PING_AFTER_IDLE_S, Database
-from tests.conftest import bearer, login
+from tests.conftest import auth_for
 
 
 def _kill(db: Database, pid: int) -> None:
@@ -44,7 +44,7 @@ def test_a_request_right_after_its_session_died_is_answered_on_a_new_one(make_ap
     # request's first statement, finds it dead and runs again on a new connection.
     app = make_app(DMS_POOL_SIZE=1)
     client = app.test_client()
-    headers = bearer(login(client, make_user().username)["access"])
+    headers = auth_for(client, make_user().username)
     db = app.extensions["dms"].db
     assert client.get("/schemas/list_tables/", headers=headers).status_code == 200
     first = _pid(db)
@@ -58,7 +58,7 @@ def test_a_write_right_after_its_session_died_succeeds(make_app, make_user):
     # Writes ping every pooled connection: a transaction cannot be retried from the pool.
     app = make_app(DMS_POOL_SIZE=1)
     client = app.test_client()
-    headers = bearer(login(client, make_user().username)["access"])
+    headers = auth_for(client, make_user().username)
     db = app.extensions["dms"].db
     with db.engine.connect() as conn:
         pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tests.conftest import bearer, login
+from tests.conftest import auth_for
 
 FIELDS = {
     "name": "varchar(40) not null",
@@ -374,7 +374,7 @@ def test_export_streams_csv_with_formula_cells_neutralised(client, auth, people)
 
 
 def test_another_user_gets_404_on_every_records_endpoint(client, auth, people, make_user):
-    other = bearer(login(client, make_user().username)["access"])
+    other = auth_for(client, make_user().username)
     rid = people[0]["id"]
     calls = [
         client.post(
@@ -406,7 +406,7 @@ def test_another_user_gets_404_on_every_records_endpoint(client, auth, people, m
 def test_statement_timeout_answers_503_and_the_pool_recovers(make_app, make_user):
     app = make_app(DMS_STATEMENT_TIMEOUT_MS=200, DMS_POOL_SIZE=1)
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     client.post(
         "/schemas/create_table/", headers=auth, json={"table_name": "slow", "fields": {"x": "text"}}
     )

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import insert, select, text
 
 from dms.engine.locks import hold_table_for_import, release_table_for_import
-from tests.conftest import bearer, login
+from tests.conftest import auth_for
 
 ALL_TYPES = {
     "t_text": "text",
@@ -345,7 +345,7 @@ def test_unknown_and_missing_fields_answer_400(client, auth):
 
 def test_another_user_can_neither_see_nor_touch_my_table(client, auth, make_user):
     _create(client, auth, "private", {"secret": "text"})
-    other = bearer(login(client, make_user().username)["access"])
+    other = auth_for(client, make_user().username)
     assert client.get("/schemas/list_tables/", headers=other).get_json() == {"tables": []}
     checks = [
         ("GET", "/schemas/describe_table/", {}),
@@ -385,7 +385,7 @@ def test_admin_lists_every_table_and_acts_for_an_owner(client, auth, make_user):
     owner = client.get("/schemas/describe_table/?table_name=owned", headers=auth).get_json()[
         "owner"
     ]
-    admin = bearer(login(client, make_user(admin=True).username)["access"])
+    admin = auth_for(client, make_user(admin=True).username)
     listed = client.get("/schemas/list_tables/", headers=admin).get_json()["tables"]
     assert any(t["owner"] == owner and t["table_name"] == "owned" for t in listed)
     _error(client.get("/schemas/describe_table/?table_name=owned", headers=admin), 404)
@@ -574,7 +574,7 @@ def test_ddl_while_an_import_holds_the_table_answers_409_at_once(app, client, au
 def test_ddl_waits_at_most_the_lock_timeout_behind_a_reader(make_app, make_user):
     app = make_app(DMS_LOCK_TIMEOUT_MS=300)
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     _create(client, auth, "readers", {"x": "text"})
     engine = app.extensions["dms"].db.engine
     with engine.connect() as conn:
@@ -596,7 +596,7 @@ def test_ddl_waits_at_most_the_lock_timeout_behind_a_reader(make_app, make_user)
 def test_limits_on_columns_and_tables_answer_400(make_app, make_user):
     app = make_app(DMS_MAX_COLUMNS=3, DMS_MAX_TABLES=2)
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     _error(
         _create(client, auth, "wide", {"a": "int", "b": "int", "c": "int", "d": "int"}),
         400,

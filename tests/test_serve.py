@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.netutil import free_port, wait_for_http
 from tests.test_imports_api import multipart
 
 pytestmark = pytest.mark.smoke
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _call(
@@ -46,7 +40,7 @@ def test_make_run_sequence_serves_and_imports_with_the_inprocess_worker(tmp_path
         DMS_SWEEP_INTERVAL_SECONDS="3600",
     )
     flask = [str(Path(sys.executable).parent / "flask"), "--app", "dms"]
-    port = _free_port()
+    port = free_port()
     # As the Makefile runs them (it passes HOST and PORT, so the printed curl works).
     for args in (["db", "upgrade"], ["users", "ensure-admin", "--url", f"http://127.0.0.1:{port}"]):
         done = subprocess.run([*flask, *args], env=env, capture_output=True, text=True, timeout=120)
@@ -61,14 +55,7 @@ def test_make_run_sequence_serves_and_imports_with_the_inprocess_worker(tmp_path
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/readyz", timeout=1).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_for_http(base + "/readyz", timeout=60, process=server)
         token = _call(
             base,
             "/api/token/",

@@ -8,10 +8,6 @@ template) and an empty Redis, and reads its measurements back through the `measu
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,18 +19,24 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from psycopg import sql
-from sqlalchemy import create_engine, func, insert, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from dms import create_app, migrate
-from dms.auth.users import hash_password
-from dms.tables import import_jobs, outbox, users
-from tests.conftest import PASSWORD, SECRET, SmtpSink, bearer, login, wait_for
+from dms.tables import import_jobs, outbox
+from tests.conftest import (
+    SECRET,
+    SmtpSink,
+    WorkerProcess,
+    auth_for,
+    insert_user,
+    wait_for,
+)
 from tests.csvfiles import BENCH_FIELDS
 from tests.faults.redisserver import PrivateRedis, redis_server
+from tests.netutil import accepts
 from tests.pgserver import PrivatePostgres, missing_binaries
+from tests.scratchdb import create_database, libpq_url, scratch_database, with_database
 from tests.test_imports_api import ENDED, multipart
 
 # Small timings so that recovery happens within a test: a job without a heartbeat for 3 s is
@@ -51,17 +53,6 @@ _MEASURED = pytest.StashKey[list[str]]()
 def pytest_configure(config: pytest.Config) -> None:
     """Register the `faults` marker (harmless if pyproject registers it too)."""
     config.addinivalue_line("markers", "faults: fault injection with private servers")
-
-
-def _plain(url: str, database: str) -> str:
-    url_ = make_url(url).set(drivername="postgresql", database=database)
-    return url_.render_as_string(hide_password=False)
-
-
-def accepts(port: int) -> bool:
-    """Return True when something listens on 127.0.0.1:`port`."""
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="session")
@@ -83,10 +74,8 @@ def private_pg(server_binaries: None) -> Iterator[PrivatePostgres]:
     server = PrivatePostgres()
     try:
         server.start()
-        with psycopg.connect(_plain(server.url, "postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-        url = make_url(server.url).set(database=TEMPLATE)
-        engine = create_engine(url, poolclass=NullPool)
+        create_database(server.url, TEMPLATE)
+        engine = create_engine(with_database(server.url, TEMPLATE), poolclass=NullPool)
         migrate.upgrade(engine)
         engine.dispose()
         yield server
@@ -105,57 +94,6 @@ def private_redis(server_binaries: None) -> Iterator[PrivateRedis]:
         server.destroy()
 
 
-@pytest.fixture(scope="session")
-def fault_password_hash() -> str:
-    """Return PASSWORD's argon2id hash, computed once."""
-    return hash_password(PASSWORD)
-
-
-class Worker:
-    """A real `dramatiq dms.jobs` process group with its log in a file."""
-
-    def __init__(self, env: dict[str, str], log: Path, threads: int) -> None:
-        self.log = log
-        exe = str(Path(sys.executable).parent / "dramatiq")
-        argv = [exe, "dms.jobs", "--processes", "1", "--threads", str(threads)]
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def signal(self, signum: int) -> None:
-        """Send `signum` to the whole process group (dramatiq's parent and its worker)."""
-        try:
-            os.killpg(self.proc.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def wait_ready(self, timeout: float = 30) -> Worker:
-        """Wait until the worker process has booted (and started its sweeper)."""
-        wait_for(lambda: "ready for action" in self.text(), timeout=timeout)
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL the group: no cleanup runs, as when a host dies."""
-        self.signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        """Resume if paused, ask to stop, and kill whatever is left after a few seconds."""
-        if self.proc.poll() is not None:
-            return
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=8)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def text(self) -> str:
-        """Return the worker's log so far."""
-        return self.log.read_text(errors="replace")
-
-
 class Rig:
     """One test's system: API app on the private servers, its user, workers and SMTP sink."""
 
@@ -171,10 +109,9 @@ class Rig:
         self.pg = pg
         self.redis = broker
         self.database_url = database_url
-        self.database = str(make_url(database_url).database)
         self.smtp = SmtpSink().start()
         self.mail_port = self.smtp.port
-        self.workers: list[Worker] = []
+        self.workers: list[WorkerProcess] = []
         self.app: Flask = create_app(
             {
                 "TESTING": True,
@@ -191,23 +128,13 @@ class Rig:
         self.svc = self.app.extensions["dms"]
         self.engine = self.svc.db.engine
         username = f"fault_{uuid.uuid4().hex[:8]}"
-        with self.engine.begin() as conn:
-            self.user_id = conn.execute(
-                insert(users)
-                .values(
-                    username=username,
-                    email=f"{username}@example.com",
-                    password_hash=password_hash,
-                    is_admin=False,
-                )
-                .returning(users.c.id)
-            ).scalar_one()
+        self.user_id = insert_user(self.engine, username, password_hash).id
         self.client: FlaskClient = self.app.test_client()
-        self.auth = bearer(login(self.client, username)["access"])
+        self.auth = auth_for(self.client, username)
 
     # --- processes ------------------------------------------------------------------------
 
-    def worker(self, threads: int = 2, mail_port: int | None = None, **env: str) -> Worker:
+    def worker(self, threads: int = 2, mail_port: int | None = None, **env: str) -> WorkerProcess:
         """Start a worker on the private servers, mailing to `mail_port` (the sink's)."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(("DMS_", "MAIL_"))}
         full = {
@@ -222,13 +149,13 @@ class Rig:
             **env,
         }
         log = self.tmp / f"worker{len(self.workers)}.log"
-        self.workers.append(Worker(full, log, threads))
+        self.workers.append(WorkerProcess(full, threads, log))
         return self.workers[-1]
 
     def close(self) -> None:
         """Stop workers, the SMTP sink and the app; print the worker logs' tails."""
         for worker in self.workers:
-            worker.stop()
+            worker.stop_or_kill()
         self.smtp.stop()
         self.svc.close()
         for worker in self.workers:
@@ -295,7 +222,7 @@ class Rig:
 
     def psql(self, query: str, params: tuple[Any, ...] | None = None) -> list[Any]:
         """Run `query` on this test's database (autocommit) and return its rows, if any."""
-        with psycopg.connect(_plain(self.database_url, self.database), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(self.database_url), autocommit=True) as conn:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
@@ -345,7 +272,7 @@ class Rig:
 def rig(
     private_pg: PrivatePostgres,
     private_redis: PrivateRedis,
-    fault_password_hash: str,
+    password_hash: str,
     tmp_path: Path,
 ) -> Iterator[Rig]:
     """Return a fresh system on its own database and an empty private Redis."""
@@ -354,26 +281,17 @@ def rig(
     if not private_redis.running():
         private_redis.start()
     redis.Redis.from_url(private_redis.url).flushall()
-    name = f"dms_fault_{uuid.uuid4().hex[:10]}"
-    admin = _plain(private_pg.url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(TEMPLATE)
-            )
-        )
-    url = make_url(private_pg.url).set(database=name).render_as_string(hide_password=False)
-    system = Rig(tmp_path, private_pg, private_redis, url, fault_password_hash)
-    try:
-        yield system
-    finally:
-        system.close()
-        if not accepts(private_pg.port):
-            private_pg.start()
-        if not private_redis.running():
-            private_redis.start()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(private_pg.url, "dms_fault_", template=TEMPLATE) as url:
+        system = Rig(tmp_path, private_pg, private_redis, url, password_hash)
+        try:
+            yield system
+        finally:
+            system.close()
+            # The database is dropped next: bring back whatever the test left stopped.
+            if not accepts(private_pg.port):
+                private_pg.start()
+            if not private_redis.running():
+                private_redis.start()
 
 
 @pytest.fixture

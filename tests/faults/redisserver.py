@@ -7,19 +7,14 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from tests.netutil import free_port, wait_until_ready
 
 
 def redis_server() -> str | None:
     """Return the path of `redis-server` on PATH, or None."""
     return shutil.which("redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:
@@ -31,7 +26,7 @@ class PrivateRedis:
             raise RuntimeError("redis-server is not on PATH")
         self.exe = exe
         self.root = Path(tempfile.mkdtemp(prefix="dms-private-redis-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,14 +40,8 @@ class PrivateRedis:
         argv += ["--save", "", "--appendonly", "no", "--dir", str(self.root)]
         with open(self.root / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self._answers():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"private Redis did not start on port {self.port}")
+        what = f"private Redis on port {self.port}"
+        wait_until_ready(self._answers, what, timeout=10, interval=0.05, process=self.proc)
 
     def kill(self) -> None:
         """SIGKILL the server: every queued message is lost, as in a crash."""

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from tests.conftest import SmtpSink, _free_port, wait_for
+from tests.conftest import SmtpSink, wait_for
 from tests.csvfiles import make_csv
+from tests.netutil import free_port
 
 pytestmark = pytest.mark.faults
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.faults
 def test_smtp_refusing_then_accepting_delivers_one_mail_without_reimporting(rig, measure):
     rig.make_table()
     data, bad_lines, good = make_csv(20_000, bad_every=100)
-    port = _free_port()  # nothing listens there yet: connections are refused
+    port = free_port()  # nothing listens there yet: connections are refused
     rig.worker(mail_port=port).wait_ready()
     job_id = rig.upload(data)
     job = rig.wait_job(job_id)

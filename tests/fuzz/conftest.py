@@ -10,11 +10,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import insert
 
 from dms import create_app
-from dms.tables import users
-from tests.conftest import base_config, bearer, login, unique_name
+from tests.conftest import base_config, bearer, insert_user, login, unique_name
 from tests.fuzz.strategies import FIELDS, KNOWN, SEED_ROWS, TABLE
 from tests.test_imports_api import upload
 
@@ -89,15 +87,7 @@ def fuzz_target(
     fuzz_app = create_app(config)
     client = fuzz_app.test_client()
     username = unique_name("fuzz")
-    with fuzz_app.extensions["dms"].db.engine.begin() as conn:
-        conn.execute(
-            insert(users).values(
-                username=username,
-                email=f"{username}@example.com",
-                password_hash=password_hash,
-                is_admin=False,
-            )
-        )
+    insert_user(fuzz_app.extensions["dms"].db.engine, username, password_hash)
     target = FuzzTarget(fuzz_app, client, username, login(client, username)["access"])
     target.create()
     target.baseline = target.describe() or {}

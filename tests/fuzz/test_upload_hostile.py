@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from dms.api.errors import STATUS_BY_CODE
 from dms.tables import import_jobs, upload_chunks
-from tests.conftest import bearer, login
+from tests.conftest import auth_for
 from tests.test_imports_api import multipart
 
 EXAMPLES = int(os.environ.get("DMS_FUZZ_EXAMPLES", "25"))
@@ -96,7 +96,7 @@ def upload_app(make_app: Any) -> Flask:
 def upload_client(upload_app: Flask, make_user: Any) -> tuple[FlaskClient, dict[str, str]]:
     """Return a client and the headers of a user owning `people(name text, qty int)`."""
     client = upload_app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     created = client.post(
         "/schemas/create_table/",
         json={"table_name": "people", "fields": {"name": "text", "qty": "int"}},
@@ -162,7 +162,7 @@ def test_a_path_in_the_filename_is_ignored(upload_app, upload_client):
 def test_too_many_active_imports_answer_a_documented_status(make_app, make_user):
     app = make_app(DMS_MAX_ACTIVE_IMPORTS=1)
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     fields = {"name": "text"}
     client.post(
         "/schemas/create_table/", json={"table_name": "people", "fields": fields}, headers=auth
