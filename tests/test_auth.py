@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 
 import jwt as pyjwt
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from dms.tables import users
 from tests.conftest import PASSWORD, SECRET, bearer, login
@@ -172,6 +173,46 @@ def test_reusing_a_spent_refresh_token_revokes_the_whole_family(client, make_use
     # the descendant refresh token and the family's access tokens are dead too
     assert_401(client.post("/api/token/refresh/", json={"refresh": second["refresh"]}))
     assert_401(client.post(PROTECTED, headers=bearer(second["access"])))
+
+
+def test_concurrent_uses_of_one_refresh_token_let_exactly_one_through(app, client, make_user):
+    refresh = _tokens(client, make_user)["refresh"]
+    start, answers = threading.Barrier(4), []
+
+    def use() -> None:
+        own = app.test_client()
+        start.wait()
+        answers.append(own.post("/api/token/refresh/", json={"refresh": refresh}))
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.status_code for r in answers) == [200, 401, 401, 401]
+    # The losers reused a spent token: the winner's new pair died with the family.
+    (winner,) = [r.get_json() for r in answers if r.status_code == 200]
+    assert_401(client.post("/api/token/refresh/", json={"refresh": winner["refresh"]}))
+
+
+def test_a_login_and_a_refresh_each_write_in_one_transaction(app, client, make_user):
+    user, engine, seen = make_user(), app.extensions["dms"].db.engine, []
+    listeners = [
+        (name, lambda *_a, name=name: seen.append(name)) for name in ("checkout", "commit")
+    ]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        pair = login(client, user.username)  # one read before the password check, one write
+        assert sorted(seen) == ["checkout", "checkout", "commit"]
+        seen.clear()
+        assert (
+            client.post("/api/token/refresh/", json={"refresh": pair["refresh"]}).status_code == 200
+        )
+        assert sorted(seen) == ["checkout", "commit"]
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
 
 
 def test_other_logins_survive_a_revoked_family(client, make_user):

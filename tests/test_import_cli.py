@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from tests.conftest import bearer, login
+from sqlalchemy import event, func, select
+
+from dms.tables import import_jobs, upload_chunks
+from tests.conftest import auth_for
 from tests.csvfiles import make_csv
 from tests.test_imports_api import make_table
 
 
 def test_foreground_import_prints_the_summary_and_loads_the_rows(app, client, make_user, tmp_path):
     user = make_user()
-    auth = bearer(login(client, user.username)["access"])
+    auth = auth_for(client, user.username)
     make_table(client, auth)
     data, bad_lines, good = make_csv(3000, bad_every=100)
     path = tmp_path / "people.csv"
@@ -28,7 +31,7 @@ def test_foreground_import_prints_the_summary_and_loads_the_rows(app, client, ma
 
 def test_async_import_queues_the_job(app, client, make_user, tmp_path):
     user = make_user()
-    auth = bearer(login(client, user.username)["access"])
+    auth = auth_for(client, user.username)
     make_table(client, auth, fields={"name": "text"})
     path = tmp_path / "names.csv"
     path.write_bytes(b"name\na\nb\n")
@@ -44,7 +47,7 @@ def test_a_bad_header_is_refused_with_the_api_message_and_stores_nothing(
     app, client, make_user, tmp_path
 ):
     user = make_user()
-    auth = bearer(login(client, user.username)["access"])
+    auth = auth_for(client, user.username)
     make_table(client, auth, fields={"name": "text"})
     path = tmp_path / "bad.csv"
     path.write_bytes(b"name,bogus\na,b\n")
@@ -53,3 +56,37 @@ def test_a_bad_header_is_refused_with_the_api_message_and_stores_nothing(
     )
     assert result.exit_code != 0 and "'bogus' is not a column of the table" in result.output
     assert client.get("/import/jobs/", headers=auth).get_json() == {"jobs": []}
+
+
+def test_an_unknown_header_column_is_refused_before_any_byte_is_stored(
+    app, client, make_user, tmp_path
+):
+    user = make_user()
+    make_table(client, auth_for(client, user.username), fields={"name": "text"})
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"name,bogus\n" + b"a,b\n" * 800_000)  # ~3 MiB: several chunks
+    engine, written = app.extensions["dms"].db.engine, []
+
+    def note(_conn, _cursor, statement, *_rest):
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            written.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        result = app.test_cli_runner().invoke(
+            args=["import", str(path), "--table", "people", "--user", user.username]
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert result.exit_code == 1
+    assert "the header does not fit the table" in result.output
+    assert "header: 'bogus' is not a column of the table" in result.output
+    assert written == []  # refused from the first bytes: not stored and rolled back
+    with engine.connect() as conn:
+        jobs = conn.execute(select(import_jobs.c.id).where(import_jobs.c.user_id == user.id)).all()
+        chunks = conn.execute(
+            select(func.count())
+            .select_from(upload_chunks.join(import_jobs))
+            .where(import_jobs.c.user_id == user.id)
+        ).scalar_one()
+    assert (jobs, chunks) == ([], 0)

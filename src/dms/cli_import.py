@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from dms.cli import fail
 from dms.engine import importing
 from dms.engine.errors import DmsError
 from dms.engine.jobstatus import describe, get_job
-from dms.engine.uploads import UploadOptions, UploadWriter, check_header
+from dms.engine.uploads import MAX_HEADER_BYTES, UploadOptions, UploadWriter, check_header
 from dms.jobs.outbox import deliver, unsent_for_job
 from dms.services import services
 
@@ -22,14 +23,16 @@ from dms.services import services
 def store_file(user_id: int, table_name: str, path: Path, options: UploadOptions) -> str:
     """Store a local CSV as a queued job exactly as an upload would; return the job id."""
     svc = services()
-    with svc.db.engine.begin() as conn:
+    with path.open("rb") as handle, svc.db.engine.begin() as conn:
         table = svc.catalog.lookup(conn, user_id, table_name)
+        # The upload checks the header from the file's first bytes before it reads on: so does
+        # this, so a wrong header is refused before a byte is stored, not after the whole file.
+        head = handle.read(MAX_HEADER_BYTES)
+        reading = check_header(table, head, options)
         writer = UploadWriter(conn, user_id, int(svc.config["DMS_MAX_UPLOAD_BYTES"]))
         writer.start()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                writer.write(block)
-        reading = check_header(table, writer.head, options)
+        for block in itertools.chain([head], iter(lambda: handle.read(1 << 20), b"")):
+            writer.write(block)
         job_id, _ = writer.finish(table, reading, None)
     return job_id
 

@@ -35,14 +35,16 @@ PAIR = {
 def obtain() -> Response:
     """Log in with username and password; returns an access and a refresh token."""
     body, svc = json_body(), services()
-    user = authenticate(
+    verified = authenticate(
         svc.db.engine,
         body.get("username"),
         body.get("password"),
         max_failures=int(svc.config["DMS_LOGIN_MAX_FAILURES"]),
         window_seconds=int(svc.config["DMS_LOGIN_WINDOW_SECONDS"]),
     )
-    return json_response(tokens.login(svc.db.engine, user, svc.config["DMS_REFRESH_TOKEN_DAYS"]))
+    return json_response(
+        tokens.login(svc.db.engine, verified, svc.config["DMS_REFRESH_TOKEN_DAYS"])
+    )
 
 
 @bp.post("/refresh/")

@@ -7,9 +7,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 
-from dms.auth.users import User
+from dms.auth.users import User, VerifiedLogin, record_login
 from dms.engine.errors import DmsError, ValidationFailed
 from dms.tables import refresh_tokens, token_families, user_tables
 
@@ -20,33 +31,77 @@ class TokenRejected(DmsError):
     code = "unauthorized"
 
 
-def _claims(user: User, family: str) -> dict[str, Any]:
+def _pair(user: User, family: str) -> tuple[dict[str, str], str]:
+    """Return a new access/refresh pair and the refresh token's jti (to store)."""
     # The username and admin flag ride in the token so a request needs no user lookup.
-    return {"fam": family, "usr": user.username, "adm": user.is_admin}
-
-
-def _pair(engine: Engine, user: User, family: str) -> dict[str, str]:
-    claims = _claims(user, family)
+    claims: dict[str, Any] = {"fam": family, "usr": user.username, "adm": user.is_admin}
     access = create_access_token(identity=str(user.id), additional_claims=claims)
-    refresh = create_refresh_token(identity=str(user.id), additional_claims=claims)
-    jti = decode_token(refresh)["jti"]
-    with engine.begin() as conn:
-        conn.execute(insert(refresh_tokens).values(jti=jti, family_id=family))
-    return {"access": access, "refresh": refresh}
+    # Our own jti (additional claims take precedence over the library's), so the refresh token
+    # need not be decoded again to learn what to store.
+    jti = str(uuid.uuid4())
+    refresh = create_refresh_token(identity=str(user.id), additional_claims={**claims, "jti": jti})
+    return {"access": access, "refresh": refresh}, jti
 
 
-def login(engine: Engine, user: User, refresh_days: int) -> dict[str, str]:
-    """Start a token family for `user` and return its first access/refresh pair."""
+# A family and its first refresh token in one statement (the foreign key is checked at its end).
+_new_family = (
+    insert(token_families)
+    .values(
+        id=bindparam("family", type_=Text),
+        user_id=bindparam("user_id"),
+        expires_at=bindparam("expires_at"),
+    )
+    .returning(token_families.c.id)
+    .cte("new_family")
+)
+_START = insert(refresh_tokens).from_select(
+    ["jti", "family_id"], select(bindparam("jti", type_=Text), _new_family.c.id)
+)
+
+
+def login(engine: Engine, verified: VerifiedLogin, refresh_days: int) -> dict[str, str]:
+    """Start a token family for a verified login and return its first access/refresh pair."""
     family = uuid.uuid4().hex
-    with engine.begin() as conn:
+    pair, jti = _pair(verified.user, family)
+    with engine.begin() as conn:  # the login's one transaction: its bookkeeping and its tokens
+        record_login(conn, verified)
         conn.execute(
-            insert(token_families).values(
-                id=family,
-                user_id=user.id,
-                expires_at=datetime.now(UTC) + timedelta(days=refresh_days),
-            )
+            _START,
+            {
+                "family": family,
+                "user_id": verified.user.id,
+                "expires_at": datetime.now(UTC) + timedelta(days=refresh_days),
+                "jti": jti,
+            },
         )
-    return _pair(engine, user, family)
+    return pair
+
+
+# Spend the old token and store its successor in one statement. `used_at IS NULL` makes it
+# race-free: of two uses of one token, the second waits for the first's row lock, then finds the
+# token spent and changes nothing. A revoked or expired family spends nothing either.
+_live_family = exists().where(
+    token_families.c.id == bindparam("family", type_=Text),
+    token_families.c.revoked_at.is_(None),
+    token_families.c.expires_at > func.now(),
+)
+_spent = (
+    update(refresh_tokens)
+    .where(
+        refresh_tokens.c.jti == bindparam("old_jti", type_=Text),
+        refresh_tokens.c.family_id == bindparam("family", type_=Text),
+        refresh_tokens.c.used_at.is_(None),
+        _live_family,
+    )
+    .values(used_at=func.now())
+    .returning(refresh_tokens.c.family_id)
+    .cte("spent")
+)
+_ROTATE = (
+    insert(refresh_tokens)
+    .from_select(["jti", "family_id"], select(bindparam("new_jti", type_=Text), _spent.c.family_id))
+    .returning(refresh_tokens.c.jti)
+)
 
 
 def rotate(engine: Engine, refresh_token: object) -> dict[str, str]:
@@ -57,31 +112,39 @@ def rotate(engine: Engine, refresh_token: object) -> dict[str, str]:
     if claims.get("type") != "refresh":
         raise TokenRejected("a refresh token is required")
     family = claims.get("fam")
-    if not isinstance(family, str) or is_revoked(engine, family):
+    if not isinstance(family, str):
         raise TokenRejected("token has been revoked")
-    with engine.begin() as conn:
-        spent = conn.execute(
-            update(refresh_tokens)
-            .where(refresh_tokens.c.jti == claims["jti"], refresh_tokens.c.used_at.is_(None))
-            .values(used_at=datetime.now(UTC))
-            .returning(refresh_tokens.c.jti)
-        ).first()
-    if spent is None:
-        # A spent (or unknown) token came back: assume it was stolen and kill the whole login.
-        revoke_family(engine, family)
-        raise TokenRejected("refresh token reuse detected; the session has been revoked")
     user = User(int(claims["sub"]), claims["usr"], "", bool(claims["adm"]))
-    return _pair(engine, user, family)
-
-
-def revoke_family(engine: Engine, family: str) -> None:
-    """Revoke every token of a login."""
+    pair, jti = _pair(user, family)
     with engine.begin() as conn:
-        conn.execute(
-            update(token_families)
-            .where(token_families.c.id == family, token_families.c.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
+        params = {"old_jti": claims["jti"], "new_jti": jti, "family": family}
+        rotated = conn.execute(_ROTATE, params).first() is not None
+        # A spent (or unknown) token came back to a live family: assume it was stolen and kill
+        # the whole login, in this same transaction.
+        reused = not rotated and revoke_family(conn, family)
+    if reused:
+        raise TokenRejected("refresh token reuse detected; the session has been revoked")
+    if not rotated:
+        raise TokenRejected("token has been revoked")
+    return pair
+
+
+def revoke_family(conn: Connection | Engine, family: str) -> bool:
+    """Revoke every token of a login; return True if it was live until now."""
+    if isinstance(conn, Engine):
+        with conn.begin() as own:
+            return revoke_family(own, family)
+    revoked = conn.execute(
+        update(token_families)
+        .where(
+            token_families.c.id == family,
+            token_families.c.revoked_at.is_(None),
+            token_families.c.expires_at > func.now(),
         )
+        .values(revoked_at=datetime.now(UTC))
+        .returning(token_families.c.id)
+    ).first()
+    return revoked is not None
 
 
 # Built once: every authenticated request runs it, and building a select costs more than running it.

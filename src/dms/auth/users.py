@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dms.engine.errors import Conflict, InvalidRequest, NotFound, RateLimited, ValidationFailed
@@ -144,47 +144,83 @@ def delete_user(engine: Engine, username: str) -> None:
         raise NotFound(f"no user {username!r}", code="user_not_found")
 
 
+@dataclass(frozen=True)
+class VerifiedLogin:
+    """A user whose password just verified, with the bookkeeping their login still owes."""
+
+    user: User
+    had_failures: bool
+    old_hash: str = field(repr=False)
+    new_hash: str | None = field(repr=False)
+
+
+# The failure counts and the user in one statement: the counts come back even for no such user.
+_failures = (
+    select(
+        func.count().filter(login_failures.c.at > bindparam("since")).label("failures"),
+        func.count().label("stored_failures"),  # older ones too: a success clears them all
+    )
+    .where(login_failures.c.username == bindparam("username"))
+    .subquery()
+)
+_ATTEMPT = select(
+    _failures.c.failures,
+    _failures.c.stored_failures,
+    users.c.id,
+    users.c.username,
+    users.c.email,
+    users.c.is_admin,
+    users.c.password_hash,
+).select_from(_failures.outerjoin(users, users.c.username == bindparam("username")))
+
+
 def authenticate(
     engine: Engine, username: object, password: object, *, max_failures: int, window_seconds: int
-) -> User:
-    """Return the user if the credentials match; raise RateLimited or InvalidCredentials."""
+) -> VerifiedLogin:
+    """Return the verified login if the credentials match; raise RateLimited or InvalidCredentials.
+
+    Nothing is written for a success: `record_login` does that in the login's own transaction.
+    """
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         raise ValidationFailed(
             "username and password are required",
             errors={"username": ["required string"], "password": ["required string"]},
         )
     since = datetime.now(UTC) - timedelta(seconds=window_seconds)
-    with engine.begin() as conn:
+    # One read, so no transaction: none is held open while the password hash is checked.
+    with engine.connect() as conn:
         # Counted in PostgreSQL so every web process and host sees the same attempts.
-        failures = conn.execute(
-            select(func.count())
-            .select_from(login_failures)
-            .where(login_failures.c.username == username, login_failures.c.at > since)
-        ).scalar_one()
-        if failures >= max_failures:
-            raise RateLimited(
-                "too many failed logins for this user; try again later",
-                detail={"retry_after": window_seconds},
-            )
-        row = conn.execute(
-            select(
-                users.c.id, users.c.username, users.c.email, users.c.is_admin, users.c.password_hash
-            ).where(users.c.username == username)
-        ).first()
-    if row is None or not _verify(row.password_hash, password):
+        row = (
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            .execute(_ATTEMPT, {"username": username, "since": since})
+            .one()
+        )
+    if row.failures >= max_failures:
+        raise RateLimited(
+            "too many failed logins for this user; try again later",
+            detail={"retry_after": window_seconds},
+        )
+    # No such user verifies against a dummy hash (password_hash is NULL): just as slow.
+    if not _verify(row.password_hash, password):
         with engine.begin() as conn:
             conn.execute(insert(login_failures).values(username=username))
         raise InvalidCredentials("invalid username or password")
-    with engine.begin() as conn:
-        conn.execute(delete(login_failures).where(login_failures.c.username == username))
-        if _hasher.check_needs_rehash(row.password_hash):
-            # Only the hash just verified is replaced: a password set meanwhile stays.
-            conn.execute(
-                update(users)
-                .where(users.c.id == row.id, users.c.password_hash == row.password_hash)
-                .values(password_hash=_hasher.hash(password))
-            )
-    return _row_to_user(row)
+    # Hashed here, before the login's transaction, because hashing is slow on purpose.
+    new_hash = _hasher.hash(password) if _hasher.check_needs_rehash(row.password_hash) else None
+    return VerifiedLogin(_row_to_user(row), row.stored_failures > 0, row.password_hash, new_hash)
+
+
+def record_login(conn: Connection, login: VerifiedLogin) -> None:
+    """Reset the user's failure count and upgrade an outdated hash, in the caller's transaction."""
+    if login.had_failures:
+        conn.execute(delete(login_failures).where(login_failures.c.username == login.user.username))
+    if login.new_hash is not None:
+        # Only the hash just verified is replaced: a password set meanwhile stays.
+        conn.execute(
+            update(users)
+            .where(users.c.id == login.user.id, users.c.password_hash == login.old_hash)
+            .values(password_hash=login.new_hash)
+        )
 
 
 def _verify(password_hash: str | None, password: str) -> bool:
