@@ -82,6 +82,7 @@ def create_records() -> Response:
         {"name": n, "in": "query", "schema": _S, "required": n == "table_name"} for n in READ_PARAMS
     ],
     responses={200: ("one page of records", PAGE)},
+    reads_table=True,
 )
 def read_records() -> Response:
     """Read records with filters, search, sort, fields and offset or cursor pages."""
@@ -127,6 +128,7 @@ def delete_record() -> Response:
         for n in ("table_name", "owner", "filters", "search")
     ],
     responses={200: ("CSV of the matching rows", {"_content_type": "text/csv"})},
+    reads_table=True,
 )
 def export() -> Response:
     """Stream the matching rows as CSV (formula cells neutralised)."""
@@ -140,6 +142,7 @@ def export() -> Response:
         args["table_name"],
         params.filters,
         params.search,
+        known=known_table(),
     )
     # The stream reads on a connection of its own, for as long as the client takes: give the
     # request's connection back now rather than after the last byte.

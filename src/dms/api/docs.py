@@ -45,8 +45,13 @@ def doc(
     responses: dict[int, Any] | None = None,
     public: bool = False,
     content_type: str = "application/json",
+    reads_table: bool = False,
 ) -> Callable[[F], F]:
-    """Attach OpenAPI metadata to a view; its docstring's first line is the summary."""
+    """Attach OpenAPI metadata to a view; its docstring's first line is the summary.
+
+    `reads_table`: the view reads the caller's table named by the `table_name` query
+    parameter, so the token check also reads that table's registry version (one round trip).
+    """
 
     def wrap(view: F) -> F:
         view._dms_doc = {  # type: ignore[attr-defined]
@@ -55,6 +60,7 @@ def doc(
             "responses": responses or {200: "OK"},
             "public": public,
             "content_type": content_type,
+            "reads_table": reads_table,
         }
         return view
 

@@ -98,7 +98,7 @@ def require_token() -> None:
     if claims.get("type") != "access":
         raise WrongTokenError("Only non-refresh tokens are allowed")
     family = claims.get("fam")
-    table_name = _table_read_by_request()
+    table_name = _table_read_by_request(view)
     if table_name is None:
         revoked = _first_statement(lambda conn: is_revoked(conn, family))
     else:
@@ -133,12 +133,9 @@ def known_table() -> KnownTable | None:
     return g.get("dms_known_table")
 
 
-# Endpoints whose table is the caller's own `table_name` query parameter, read on the reader.
-_READS_A_TABLE = frozenset({"crud.read_records"})
-
-
-def _table_read_by_request() -> str | None:
-    if request.endpoint not in _READS_A_TABLE or "owner" in request.args:
+def _table_read_by_request(view: Any) -> str | None:
+    """Return the caller's own table that a `reads_table` view reads (None: another's, none)."""
+    if not getattr(view, "_dms_doc", {}).get("reads_table") or "owner" in request.args:
         return None
     try:
         return validate_identifier(request.args.get("table_name"), "table")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from dms.api.docs import doc
-from dms.api.identity import caller
+from dms.api.identity import caller, known_table
 from dms.api.jsonio import json_response
 from dms.api.params import expect, owner_id, request_data
 from dms.services import read_connection, services
@@ -144,11 +144,14 @@ def list_tables() -> Response:
         for n in ("table_name", "owner")
     ],
     responses={200: ("table definition", DEFINITION)},
+    reads_table=True,
 )
 def describe_table() -> Response:
     """Describe one table."""
     data, svc = expect(request_data(), ["table_name"]), services()
-    table = svc.catalog.lookup(read_connection(), owner_id(data), data["table_name"])
+    table = svc.catalog.lookup(
+        read_connection(), owner_id(data), data["table_name"], known=known_table()
+    )
     return json_response(table.describe())
 
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,9 +65,9 @@ class TableDef:
             raise ColumnNotFound(f"table {self.name!r} has no column {str(shown)[:80]!r}")
         return found
 
-    @property
+    @cached_property
     def types(self) -> dict[str, ColumnType]:
-        """Return column name -> type for every user column."""
+        """Return column name -> type for every user column (built once: read on every page)."""
         return {c.name: c.type for c in self.columns}
 
     def input_schema(self, *, partial: bool = False) -> Schema:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, select
 
 from dms.engine import jsonvalues
-from dms.engine.catalog import Catalog, TableDef
+from dms.engine.catalog import Catalog, KnownTable, TableDef
 from dms.engine.query import compile_where
 
 # A spreadsheet treats a text cell starting with one of these as a formula.
@@ -48,9 +48,13 @@ def prepare_export(
     table_name: object,
     filters: object,
     search: object,
+    known: KnownTable | None = None,
 ) -> tuple[TableDef, Select[Any]]:
-    """Validate everything up front (so errors are JSON, not a broken stream); return the query."""
-    table = catalog.lookup(conn, owner_id, table_name)
+    """Validate everything up front (so errors are JSON, not a broken stream); return the query.
+
+    `known`: the table's (id, version) if already read in this request (see Catalog.lookup).
+    """
+    table = catalog.lookup(conn, owner_id, table_name, known)
     where = compile_where(table.table, table.types, filters, search)
     query = select(*table.table.c).order_by(table.table.c.id)
     if where is not None:
