@@ -92,9 +92,9 @@ def test_batches_grow_then_shrink_near_the_end_and_cover_every_line_once(engine,
         driver: Any = conn.connection.driver_connection
         batches = list(produce_batches(driver, job_id, (0, 0), OPTIONS, plan, 8000, len(data)))
     sizes = [b.records for b in batches]
-    assert sizes[:3] == [FIRST_BATCH_ROWS, 4000, 8000]
+    assert sizes[:3] == [FIRST_BATCH_ROWS, 2 * FIRST_BATCH_ROWS, 4 * FIRST_BATCH_ROWS]
     assert max(sizes) == 8000
-    # The last batch, loaded after reading ends, is short; without shrinking it would be 3000.
+    # The last batch, loaded after reading ends, is short; without shrinking it would be 1500.
     assert sizes[-1] <= FIRST_BATCH_ROWS
     assert sizes[-3] < 8000
     assert [line for b in batches for line in b.lines] == list(range(2, 41_002))

@@ -24,7 +24,7 @@ from dms.engine.types import ColumnSpec, TextType
 __all__ = ["Batch", "ErrorRow", "ImportPlan", "PlanError"]
 
 NULL = "\\N"  # COPY text format's NULL
-FIRST_BATCH_ROWS = 2000
+FIRST_BATCH_ROWS = 500
 VALUE_CHARS = 200  # a rejected value is reported truncated to this many characters
 REQUIRED = "required: the column is not null and has no default"
 # COPY text format: backslash, tab, newline and carriage return must be escaped in data.
