@@ -12,6 +12,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import event, select, update
 
+from dms.auth import users as users_module
 from dms.tables import users
 from tests.conftest import PASSWORD, SECRET, bearer, login
 
@@ -56,6 +57,15 @@ def test_a_hash_made_with_older_settings_logs_in_and_is_remade(app, client, make
         stored = conn.execute(select(users.c.password_hash).where(users.c.id == user.id)).scalar()
     assert stored != old and stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert login(client, user.username)["access"]  # the new hash verifies too
+
+
+def test_a_login_for_an_unknown_user_verifies_a_password_hash_too(client):
+    # Timing: without a hash to verify, a wrong username would answer far sooner than a wrong
+    # password, telling which usernames exist. The dummy hash is consulted only on that path.
+    before = users_module._dummy_hash.cache_info()
+    assert_401(client.post("/api/token/", json={"username": "nobody-here", "password": "x"}))
+    after = users_module._dummy_hash.cache_info()
+    assert after.hits + after.misses == before.hits + before.misses + 1
 
 
 def test_wrong_password_for_existing_user_answers_401(client, make_user):
