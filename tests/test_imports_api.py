@@ -112,6 +112,16 @@ def test_bad_headers_answer_400_and_store_nothing(app, client, auth, data, fragm
     assert counts(app) == before
 
 
+def test_a_header_name_is_not_matched_through_non_ascii_case_folding(app, client, auth):
+    # str.lower() turns the Kelvin sign into "k": that is not a spelling of column "kind".
+    make_table(client, auth, fields={"kind": "text"})
+    before = counts(app)
+    response = upload(client, auth, "\u212aind\nx\n".encode())
+    assert response.status_code == 400, response.get_json()
+    assert "is not a column" in str(response.get_json())
+    assert counts(app) == before
+
+
 def test_ignore_unknown_columns_accepts_extra_headers(client, auth):
     make_table(client, auth, fields={"name": "text"})
     response = upload(client, auth, b"name,junk\nx,y\n", ignore_unknown_columns="true")

@@ -314,6 +314,18 @@ def test_missing_table_and_column_answer_404(client, auth):
     ]:
         response = client.post(path, headers=auth, json={"table_name": "present", **extra})
         _error(response, 404, "column_not_found")
+    # Non-ASCII names that lower-case to an existing ASCII one (the Kelvin sign to "k") are
+    # not that column: removing or renaming by them touches nothing.
+    _create(client, auth, "kelvin", {"k": "text", "i": "text"})
+    for alias in ("\u212a", "\u0130"):
+        for path, extra in [
+            ("/schemas/remove_column/", {"column_name": alias}),
+            ("/schemas/rename_column/", {"column_name": alias, "new_name": "z"}),
+        ]:
+            response = client.post(path, headers=auth, json={"table_name": "kelvin", **extra})
+            _error(response, 404, "column_not_found")
+    body = client.get("/schemas/describe_table/?table_name=kelvin", headers=auth).get_json()
+    assert [c["name"] for c in body["columns"]] == ["k", "i"]
     _error(
         client.delete("/schemas/delete_table/", json={"table_name": "nothere"}, headers=auth),
         404,

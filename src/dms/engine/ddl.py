@@ -478,9 +478,12 @@ def _parse(column_type: object) -> ColumnSpec:
 
 
 def _column_name(name: object) -> str:
+    """Return an existing column's name as looked up: ASCII lower-cased, like stored names."""
     if not isinstance(name, str):
         raise ValidationFailed("column_name must be a string", errors={"column_name": ["required"]})
-    return name.lower()
+    # str.lower() maps some non-ASCII letters to ASCII (the Kelvin sign to "k"): such a name
+    # must not reach column "k". Stored names are ASCII, so a non-ASCII one matches nothing.
+    return name.lower() if name.isascii() else name
 
 
 def _column_values(spec: ColumnSpec) -> dict[str, Any]:

@@ -70,7 +70,9 @@ def check_header(table: TableDef, head: bytes, options: UploadOptions) -> dict[s
     header = next(read_records([head], encoding=encoding, delimiter=delimiter), None)
     if header is None or header.fields is None:
         raise InvalidRequest("the file is empty: it needs a header row naming columns")
-    names = [name.strip().lower() for name in header.fields]
+    # ASCII lower-casing only: str.lower() turns the Kelvin sign into "k", which is not a
+    # spelling of column k (stored names are ASCII, so a non-ASCII name matches nothing).
+    names = [n.lower() if n.isascii() else n for n in (f.strip() for f in header.fields)]
     known = {c.name for c in table.columns}
     errors: dict[str, list[str]] = {}
     seen: set[str] = set()
