@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from dms.tables import import_jobs, outbox
-from tests.conftest import bearer, login, wait_for
+from tests.conftest import auth_for, wait_for
 from tests.csvfiles import make_csv
 from tests.test_imports_api import make_table, upload, wait_job
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.redis
 def api(make_app, redis_url, make_user):
     app = make_app(DMS_BROKER_URL=redis_url)
     client = app.test_client()
-    auth = bearer(login(client, make_user().username)["access"])
+    auth = auth_for(client, make_user().username)
     make_table(client, auth)
     return app, client, auth
 
@@ -52,6 +52,21 @@ def _delivered(smtp, job_id):
     return [m for m in smtp.messages if job_id in _body(m)]
 
 
+def _one_mail(app, smtp, job_id, settle=1.0):
+    """Wait for the job's mail and its outbox row marked sent; return it if no second came.
+
+    A duplicate would be a second send of the one outbox row: once the row is marked sent
+    none may start, and one already under way lands within `settle` seconds.
+    """
+    wait_for(lambda: _delivered(smtp, job_id), timeout=60)
+    wait_for(lambda: _mails_for(app, job_id)[0].sent_at is not None, timeout=30)
+    time.sleep(settle)  # waiting for something that must not happen
+    delivered = _delivered(smtp, job_id)
+    assert len(delivered) == 1, [m["Subject"] for m in delivered]
+    assert len(_mails_for(app, job_id)) == 1
+    return delivered[0]
+
+
 def _body(message):
     """Return a received message's decoded body (it may be quoted-printable)."""
     return message.get_payload(decode=True).decode("utf-8", "replace")
@@ -79,9 +94,7 @@ def test_100k_rows_with_1_percent_bad_rows_of_every_kind(api, start_worker, smtp
     report = client.get(f"/import/jobs/{job['id']}/errors/", headers=auth).get_data(as_text=True)
     lines = {int(r["line"]) for r in csv.DictReader(io.StringIO(report))}
     assert lines == bad_lines
-    wait_for(lambda: _delivered(smtp, job["id"]), timeout=60)
-    assert len(_delivered(smtp, job["id"])) == 1
-    message = _delivered(smtp, job["id"])[0]
+    message = _one_mail(app, smtp, job["id"])
     assert "people" in message["Subject"] and message["To"].endswith("@example.com")
     assert f"/import/jobs/{job['id']}/errors/" in _body(message)
 
@@ -137,9 +150,7 @@ def test_a_worker_killed_mid_import_resumes_without_loss_or_duplicates(api, star
     assert job["status"] == "completed_with_errors"
     assert (job["rows_imported"], job["rows_rejected"]) == (good, len(bad_lines))
     assert _distinct_emails(app, auth) == (good, good)
-    wait_for(lambda: _delivered(smtp, job_id), timeout=60)
-    assert len(_mails_for(app, job_id)) == 1
-    assert len(_delivered(smtp, job_id)) == 1
+    _one_mail(app, smtp, job_id)
 
 
 def test_the_same_message_delivered_twice_imports_once(api, start_worker):
@@ -173,8 +184,7 @@ def test_smtp_down_then_up_sends_one_mail_without_repeating_the_import(api, star
     wait_for(lambda: _mails_for(app, job_id) and _mails_for(app, job_id)[0].attempts >= 1)
     sink = SmtpSink(port).start()
     try:
-        wait_for(lambda: _delivered(sink, job_id), timeout=60)
-        assert len(_delivered(sink, job_id)) == 1
+        _one_mail(app, sink, job_id)
     finally:
         sink.stop()
     with app.extensions["dms"].db.engine.connect() as conn:
@@ -214,5 +224,4 @@ def test_a_paused_worker_resumed_imports_once(api, start_worker, smtp):
         ).scalar_one()
     assert attempts == 1  # the second worker never took it over
     assert _distinct_emails(app, auth) == (good, good)
-    wait_for(lambda: _delivered(smtp, job_id), timeout=60)
-    assert len(_delivered(smtp, job_id)) == 1
+    _one_mail(app, smtp, job_id)
