@@ -6,14 +6,16 @@ import base64
 import json
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import jwt as pyjwt
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 
 from dms.auth import users as users_module
-from dms.tables import users
+from dms.engine.errors import ValidationFailed
+from dms.tables import login_failures, token_families, users
 from tests.conftest import PASSWORD, SECRET, bearer, login
 
 PROTECTED = "/api/token/revoke/"
@@ -276,3 +278,84 @@ def test_a_successful_login_resets_the_failure_count(client, make_user):
     for _ in range(9):
         assert_401(client.post("/api/token/", json=bad))
     login(client, user.username)
+
+
+def test_failed_logins_sent_at_once_still_get_at_most_ten_password_checks(app, make_user):
+    # Counting first and recording after the ~20 ms check let every attempt in flight through.
+    user = make_user()
+    bad = {"username": user.username, "password": "wrong-password"}
+    start, answers = threading.Barrier(24), []
+
+    def attempt() -> None:
+        own = app.test_client()
+        start.wait()
+        answers.append(own.post("/api/token/", json=bad).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 24 and set(answers) <= {401, 429}
+    checked = answers.count(401)
+    # Refused attempts are not failures: the lock comes with exactly ten checked ones.
+    later = [app.test_client().post("/api/token/", json=bad).status_code for _ in range(12)]
+    assert later == [401] * (10 - checked) + [429] * (2 + checked)
+
+
+@pytest.mark.parametrize("name", ["a\u0000b", "x" * 65, "admin\n", "a b", "é"])
+def test_a_username_no_user_can_have_answers_401_and_stores_nothing(app, client, name):
+    engine = app.extensions["dms"].db.engine
+    with engine.connect() as conn:
+        before = conn.execute(select(func.count()).select_from(login_failures)).scalar_one()
+    assert_401(client.post("/api/token/", json={"username": name, "password": "whatever1"}))
+    with engine.connect() as conn:
+        after = conn.execute(select(func.count()).select_from(login_failures)).scalar_one()
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("username", "email"), [("admin\n", "a@example.com"), ("newname", "a@example.com\n")]
+)
+def test_names_and_emails_with_a_trailing_newline_are_refused(app, username, email):
+    with pytest.raises(ValidationFailed):
+        users_module.create_user(app.extensions["dms"].db.engine, username, email, PASSWORD)
+
+
+def test_a_refresh_issues_claims_from_the_user_as_it_is_now(app, client, make_user):
+    user = make_user(admin=True)
+    pair = login(client, user.username)
+    assert pyjwt.decode(pair["access"], options={"verify_signature": False})["adm"] is True
+    with app.extensions["dms"].db.engine.begin() as conn:
+        conn.execute(update(users).where(users.c.id == user.id).values(is_admin=False))
+    fresh = client.post("/api/token/refresh/", json={"refresh": pair["refresh"]}).get_json()
+    assert pyjwt.decode(fresh["access"], options={"verify_signature": False})["adm"] is False
+
+
+def test_a_new_password_ends_every_login_and_the_same_one_ends_none(app, client, make_user):
+    user, engine = make_user(), app.extensions["dms"].db.engine
+    pair = login(client, user.username)
+    users_module.set_password(engine, user.username, PASSWORD)  # unchanged: sessions live on
+    assert client.post(PROTECTED.replace("revoke", "refresh"), json={"refresh": pair["refresh"]})
+    pair = login(client, user.username)
+    users_module.set_password(engine, user.username, "a-brand-new-password")
+    assert_401(client.post("/api/token/refresh/", json={"refresh": pair["refresh"]}))
+    assert_401(client.post(PROTECTED, headers=bearer(pair["access"])))
+    assert login(client, user.username, "a-brand-new-password")["access"]
+
+
+def test_a_login_deletes_its_users_expired_logins(app, client, make_user):
+    user, engine = make_user(), app.extensions["dms"].db.engine
+    login(client, user.username)
+    with engine.begin() as conn:
+        conn.execute(
+            update(token_families)
+            .where(token_families.c.user_id == user.id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    login(client, user.username)
+    with engine.connect() as conn:
+        left = conn.execute(
+            select(token_families.c.expires_at).where(token_families.c.user_id == user.id)
+        ).all()
+    assert len(left) == 1 and left[0].expires_at > datetime.now(UTC)

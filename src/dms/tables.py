@@ -56,6 +56,7 @@ token_families = Table(
     _now(),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_dms_token_families_user_id", "user_id"),
 )
 
 refresh_tokens = Table(

@@ -13,16 +13,17 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
-    exists,
+    delete,
     func,
     insert,
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
-from dms.auth.users import User, VerifiedLogin, record_login
+from dms.auth.users import InvalidCredentials, User, VerifiedLogin, record_login
 from dms.engine.errors import DmsError, ValidationFailed
-from dms.tables import refresh_tokens, token_families, user_tables
+from dms.tables import refresh_tokens, token_families, user_tables, users
 
 
 class TokenRejected(DmsError):
@@ -31,16 +32,15 @@ class TokenRejected(DmsError):
     code = "unauthorized"
 
 
-def _pair(user: User, family: str) -> tuple[dict[str, str], str]:
-    """Return a new access/refresh pair and the refresh token's jti (to store)."""
+def _pair(user: User, family: str, jti: str) -> dict[str, str]:
+    """Return a new access/refresh pair whose refresh token has the id `jti` (made by us)."""
     # The username and admin flag ride in the token so a request needs no user lookup.
     claims: dict[str, Any] = {"fam": family, "usr": user.username, "adm": user.is_admin}
     access = create_access_token(identity=str(user.id), additional_claims=claims)
-    # Our own jti (additional claims take precedence over the library's), so the refresh token
-    # need not be decoded again to learn what to store.
-    jti = str(uuid.uuid4())
+    # Our own jti (additional claims take precedence over the library's): it is stored before
+    # the token exists, and the token need not be decoded again to learn it.
     refresh = create_refresh_token(identity=str(user.id), additional_claims={**claims, "jti": jti})
-    return {"access": access, "refresh": refresh}, jti
+    return {"access": access, "refresh": refresh}
 
 
 # A family and its first refresh token in one statement (the foreign key is checked at its end).
@@ -61,29 +61,46 @@ _START = insert(refresh_tokens).from_select(
 
 def login(engine: Engine, verified: VerifiedLogin, refresh_days: int) -> dict[str, str]:
     """Start a token family for a verified login and return its first access/refresh pair."""
-    family = uuid.uuid4().hex
-    pair, jti = _pair(verified.user, family)
-    with engine.begin() as conn:  # the login's one transaction: its bookkeeping and its tokens
-        record_login(conn, verified)
-        conn.execute(
-            _START,
-            {
-                "family": family,
-                "user_id": verified.user.id,
-                "expires_at": datetime.now(UTC) + timedelta(days=refresh_days),
-                "jti": jti,
-            },
-        )
-    return pair
+    family, jti = uuid.uuid4().hex, str(uuid.uuid4())
+    try:
+        with engine.begin() as conn:  # the login's one transaction: bookkeeping and tokens
+            record_login(conn, verified)
+            # Expired logins are dead for good: their families (and, by cascade, refresh
+            # tokens) would otherwise pile up, one family a login and a token a refresh.
+            conn.execute(
+                delete(token_families).where(
+                    token_families.c.user_id == verified.user.id,
+                    token_families.c.expires_at < func.now(),
+                )
+            )
+            conn.execute(
+                _START,
+                {
+                    "family": family,
+                    "user_id": verified.user.id,
+                    "expires_at": datetime.now(UTC) + timedelta(days=refresh_days),
+                    "jti": jti,
+                },
+            )
+    except IntegrityError:  # the user was deleted since the password was checked
+        raise InvalidCredentials("invalid username or password") from None
+    return _pair(verified.user, family, jti)
 
 
-# Spend the old token and store its successor in one statement. `used_at IS NULL` makes it
-# race-free: of two uses of one token, the second waits for the first's row lock, then finds the
-# token spent and changes nothing. A revoked or expired family spends nothing either.
-_live_family = exists().where(
-    token_families.c.id == bindparam("family", type_=Text),
-    token_families.c.revoked_at.is_(None),
-    token_families.c.expires_at > func.now(),
+# Spend the old token, store its successor and read the user, in one statement. `used_at IS
+# NULL` makes it race-free: of two uses of one token, the second waits for the first's row
+# lock, then finds the token spent and changes nothing. A revoked or expired family spends
+# nothing either. The family is locked (key share) before the token, in the order a user's
+# deletion cascades (family, then tokens), so the two cannot deadlock.
+_live_family = (
+    select(token_families.c.id)
+    .where(
+        token_families.c.id == bindparam("family", type_=Text),
+        token_families.c.revoked_at.is_(None),
+        token_families.c.expires_at > func.now(),
+    )
+    .with_for_update(key_share=True)
+    .exists()
 )
 _spent = (
     update(refresh_tokens)
@@ -97,10 +114,18 @@ _spent = (
     .returning(refresh_tokens.c.family_id)
     .cte("spent")
 )
-_ROTATE = (
+_stored = (
     insert(refresh_tokens)
     .from_select(["jti", "family_id"], select(bindparam("new_jti", type_=Text), _spent.c.family_id))
-    .returning(refresh_tokens.c.jti)
+    .returning(refresh_tokens.c.family_id)
+    .cte("stored")
+)
+# The user as it is now (a renamed or demoted user's new tokens say so), not as the old token
+# said; no row: nothing was spent.
+_ROTATE = select(users.c.id, users.c.username, users.c.is_admin).select_from(
+    _stored.join(token_families, token_families.c.id == _stored.c.family_id).join(
+        users, users.c.id == token_families.c.user_id
+    )
 )
 
 
@@ -111,22 +136,21 @@ def rotate(engine: Engine, refresh_token: object) -> dict[str, str]:
     claims = decode_token(refresh_token)  # signature, expiry and algorithm are checked here
     if claims.get("type") != "refresh":
         raise TokenRejected("a refresh token is required")
-    family = claims.get("fam")
-    if not isinstance(family, str):
+    family, old_jti = claims.get("fam"), claims.get("jti")
+    if not isinstance(family, str) or not isinstance(old_jti, str):
         raise TokenRejected("token has been revoked")
-    user = User(int(claims["sub"]), claims["usr"], "", bool(claims["adm"]))
-    pair, jti = _pair(user, family)
+    jti = str(uuid.uuid4())
     with engine.begin() as conn:
-        params = {"old_jti": claims["jti"], "new_jti": jti, "family": family}
-        rotated = conn.execute(_ROTATE, params).first() is not None
+        params = {"old_jti": old_jti, "new_jti": jti, "family": family}
+        row = conn.execute(_ROTATE, params).first()
         # A spent (or unknown) token came back to a live family: assume it was stolen and kill
         # the whole login, in this same transaction.
-        reused = not rotated and revoke_family(conn, family)
+        reused = row is None and revoke_family(conn, family)
     if reused:
         raise TokenRejected("refresh token reuse detected; the session has been revoked")
-    if not rotated:
+    if row is None:
         raise TokenRejected("token has been revoked")
-    return pair
+    return _pair(User(row.id, row.username, "", row.is_admin), family, jti)
 
 
 def revoke_family(conn: Connection | Engine, family: str) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 from sqlalchemy.exc import IntegrityError
 
 from dms.engine.errors import Conflict, InvalidRequest, NotFound, RateLimited, ValidationFailed
-from dms.tables import login_failures, users
+from dms.tables import login_failures, token_families, users
 
 # argon2id with OWASP's first recommended setting (19 MiB, 2 passes, 1 lane). Every login in
 # flight holds `memory_cost` for the hash, so the library's 64 MiB default alone was a third of a
@@ -27,8 +27,8 @@ def _dummy_hash() -> str:
     return _hasher.hash("dms-timing-equaliser")
 
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # whole names only: fullmatch
+EMAIL_RE = re.compile(r"[^@\s\x00]+@[^@\s\x00]+")  # fullmatch: no newline, no NUL
 MIN_PASSWORD_CHARS = 8
 
 
@@ -72,9 +72,9 @@ def create_user(
 ) -> User:
     """Create a user and return it; raises UserExists or ValidationFailed."""
     errors: dict[str, list[str]] = {}
-    if not USERNAME_RE.match(username):
+    if not USERNAME_RE.fullmatch(username):
         errors["username"] = ["1-64 characters: letters, digits, _ . @ -"]
-    if not EMAIL_RE.match(email):
+    if not EMAIL_RE.fullmatch(email):
         errors["email"] = ["not a valid email address"]
     if errors:
         raise ValidationFailed("invalid user", errors=errors)
@@ -126,14 +126,27 @@ def list_users(engine: Engine) -> list[User]:
 
 
 def set_password(engine: Engine, username: str, password: str) -> None:
-    """Replace a user's password."""
-    password_hash = hash_password(check_new_password(password))
+    """Replace a user's password; a new one also ends every login the user has."""
+    check_new_password(password)
     with engine.begin() as conn:
-        result = conn.execute(
-            update(users).where(users.c.username == username).values(password_hash=password_hash)
+        row = conn.execute(
+            select(users.c.id, users.c.password_hash)
+            .where(users.c.username == username)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"no user {username!r}", code="user_not_found")
+        if _verify(row.password_hash, password):
+            return  # the same password (ensure-admin at every start): no session to end
+        conn.execute(
+            update(users).where(users.c.id == row.id).values(password_hash=hash_password(password))
         )
-    if result.rowcount == 0:
-        raise NotFound(f"no user {username!r}", code="user_not_found")
+        # A password is changed because it, or a session, may be known to someone else.
+        conn.execute(
+            update(token_families)
+            .where(token_families.c.user_id == row.id, token_families.c.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+        )
 
 
 def delete_user(engine: Engine, username: str) -> None:
@@ -149,29 +162,46 @@ class VerifiedLogin:
     """A user whose password just verified, with the bookkeeping their login still owes."""
 
     user: User
-    had_failures: bool
     old_hash: str = field(repr=False)
     new_hash: str | None = field(repr=False)
 
 
-# The failure counts and the user in one statement: the counts come back even for no such user.
-_failures = (
-    select(
-        func.count().filter(login_failures.c.at > bindparam("since")).label("failures"),
-        func.count().label("stored_failures"),  # older ones too: a success clears them all
+# An attempt is stored, and committed, before its password is checked, and counts as a failure
+# until the login succeeds. Of N attempts at once the k-th to commit counts at least k, so no
+# more than max_failures are checked in a window however many arrive together (counting first
+# and storing after the ~20 ms check let every attempt in flight through). The name's rows
+# older than the window go in the same statement, which keeps the table small.
+_expired = (
+    delete(login_failures)
+    .where(
+        login_failures.c.username == bindparam("username"),
+        login_failures.c.at <= bindparam("since"),
     )
-    .where(login_failures.c.username == bindparam("username"))
+    .cte("expired")
+)
+_RECORD_ATTEMPT = (
+    insert(login_failures)
+    .values(username=bindparam("username"))
+    .returning(login_failures.c.id)
+    .add_cte(_expired)
+)
+# The attempts in the window and the user, in one statement (the count comes back for no user).
+_attempts = (
+    select(func.count().label("attempts"))
+    .where(
+        login_failures.c.username == bindparam("username"),
+        login_failures.c.at > bindparam("since"),
+    )
     .subquery()
 )
 _ATTEMPT = select(
-    _failures.c.failures,
-    _failures.c.stored_failures,
+    _attempts.c.attempts,
     users.c.id,
     users.c.username,
     users.c.email,
     users.c.is_admin,
     users.c.password_hash,
-).select_from(_failures.outerjoin(users, users.c.username == bindparam("username")))
+).select_from(_attempts.outerjoin(users, users.c.username == bindparam("username")))
 
 
 def authenticate(
@@ -179,41 +209,44 @@ def authenticate(
 ) -> VerifiedLogin:
     """Return the verified login if the credentials match; raise RateLimited or InvalidCredentials.
 
-    Nothing is written for a success: `record_login` does that in the login's own transaction.
+    The attempt is stored first (see _RECORD_ATTEMPT); `record_login` clears it, in the
+    login's own transaction, when the login succeeds.
     """
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         raise ValidationFailed(
             "username and password are required",
             errors={"username": ["required string"], "password": ["required string"]},
         )
+    if not USERNAME_RE.fullmatch(username):
+        # No such user can exist (names are checked when made): nothing to count or store
+        # (a NUL, say, cannot even be stored), but the answer takes as long as any other.
+        _verify(None, password)
+        raise InvalidCredentials("invalid username or password")
     since = datetime.now(UTC) - timedelta(seconds=window_seconds)
-    # One read, so no transaction: none is held open while the password hash is checked.
-    with engine.connect() as conn:
-        # Counted in PostgreSQL so every web process and host sees the same attempts.
-        row = (
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-            .execute(_ATTEMPT, {"username": username, "since": since})
-            .one()
-        )
-    if row.failures >= max_failures:
-        raise RateLimited(
-            "too many failed logins for this user; try again later",
-            detail={"retry_after": window_seconds},
-        )
+    params = {"username": username, "since": since}
+    # Autocommit: each statement commits at once, and no transaction stays open while the
+    # password hash is checked. Counted in PostgreSQL, so every process and host sees them.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        attempt = conn.execute(_RECORD_ATTEMPT, params).scalar_one()
+        row = conn.execute(_ATTEMPT, params).one()
+        if row.attempts > max_failures:
+            # Refused unchecked, so not a failed login: it must not prolong the lock-out.
+            conn.execute(delete(login_failures).where(login_failures.c.id == attempt))
+            raise RateLimited(
+                "too many failed logins for this user; try again later",
+                detail={"retry_after": window_seconds},
+            )
     # No such user verifies against a dummy hash (password_hash is NULL): just as slow.
     if not _verify(row.password_hash, password):
-        with engine.begin() as conn:
-            conn.execute(insert(login_failures).values(username=username))
-        raise InvalidCredentials("invalid username or password")
+        raise InvalidCredentials("invalid username or password")  # its attempt stays counted
     # Hashed here, before the login's transaction, because hashing is slow on purpose.
     new_hash = _hasher.hash(password) if _hasher.check_needs_rehash(row.password_hash) else None
-    return VerifiedLogin(_row_to_user(row), row.stored_failures > 0, row.password_hash, new_hash)
+    return VerifiedLogin(_row_to_user(row), row.password_hash, new_hash)
 
 
 def record_login(conn: Connection, login: VerifiedLogin) -> None:
-    """Reset the user's failure count and upgrade an outdated hash, in the caller's transaction."""
-    if login.had_failures:
-        conn.execute(delete(login_failures).where(login_failures.c.username == login.user.username))
+    """Clear the user's counted attempts and upgrade an outdated hash (caller's transaction)."""
+    conn.execute(delete(login_failures).where(login_failures.c.username == login.user.username))
     if login.new_hash is not None:
         # Only the hash just verified is replaced: a password set meanwhile stays.
         conn.execute(
@@ -221,6 +254,11 @@ def record_login(conn: Connection, login: VerifiedLogin) -> None:
             .where(users.c.id == login.user.id, users.c.password_hash == login.old_hash)
             .values(password_hash=login.new_hash)
         )
+
+
+def warm_up() -> None:
+    """Make the dummy hash now, so the first unknown-user login is not the slower one."""
+    _dummy_hash()
 
 
 def _verify(password_hash: str | None, password: str) -> bool:
