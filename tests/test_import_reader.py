@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import time
+import types
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from sqlalchemy import Engine
@@ -157,3 +161,59 @@ def test_a_reader_child_stops_by_itself_when_its_reader_goes_away(engine, owner,
     finally:
         if child.is_alive():
             child.kill()
+
+
+def test_a_slow_read_of_the_upload_outlives_a_statement_timeout(engine, owner, make_table):
+    # Managed databases often set statement_timeout per role: reading a long upload must not
+    # be one statement that lasts as long as the import.
+    data = csv_bytes(*map(good, range(1, 150_001)))  # 7 MiB: more than the socket buffers
+    job_id = upload(engine, owner, make_table(), data)
+    params = import_reader._connect_params(engine)
+    with psycopg.connect(autocommit=True, options="-c statement_timeout=200", **params) as conn:
+        read = []
+        for piece in stream_chunks(conn, job_id, 0):
+            read.append(piece)
+            time.sleep(0.1)  # a loader busy with the batch before: the read takes ~0.7 s
+    assert b"".join(read) == data
+
+
+def test_a_receiver_that_fails_is_an_error_for_the_loader_not_a_hang(
+    engine, owner, make_table, monkeypatch
+):
+    monkeypatch.setattr(import_reader, "PROCESS_MIN_BYTES", 0)
+
+    def broken(_data: bytes) -> object:
+        raise MemoryError  # say, a batch too big to unpickle
+
+    monkeypatch.setattr(
+        import_reader,
+        "pickle",
+        types.SimpleNamespace(loads=broken, dumps=pickle.dumps, HIGHEST_PROTOCOL=5),
+    )
+    table = make_table()
+    data = csv_bytes(*map(good, range(1, 2001)))
+    job_id = upload(engine, owner, table, data)
+    reader = open_reader(engine, job_id, (0, 0), OPTIONS, plan_for(table), 500, len(data))
+    try:
+        with pytest.raises(RuntimeError, match="reading the upload failed: MemoryError"):
+            list(reader)
+    finally:
+        reader.close()
+
+
+def test_without_a_process_server_the_upload_is_read_in_a_thread(
+    engine, owner, make_table, monkeypatch
+):
+    def no_server(*_args: object) -> None:
+        raise EOFError  # the forkserver died mid-handshake
+
+    monkeypatch.setattr(import_reader, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(import_reader, "_ProcessReader", no_server)
+    table = make_table()
+    data = csv_bytes(*map(good, range(1, 2001)))
+    job_id = upload(engine, owner, table, data)
+    reader = open_reader(engine, job_id, (0, 0), OPTIONS, plan_for(table), 500, len(data))
+    try:
+        assert sum(batch.records for batch in reader) == 2000
+    finally:
+        reader.close()

@@ -765,6 +765,9 @@ FAST_SAMPLES = [
     "f", "yes", "abcdef", "x" * 70 + "@x.com", "١٢٣", "12\n3", "1\t2",
     "a-b@x-y.example.com", "a@x--y.com", "a@x-.com", "a.@x.com", ".a@x.com", "a@x..com",
     "a@x.com.", "a@.x.com", "a@x.xn--p1ai", "a@x.c", "a_b+c@x.io", "a@x_y.com", "a b@x.com",
+    "1999999999", "-1999999999", "2147483647", "2147483648", "-2147483649", "01999999999",
+    "8999999999999999999", "9223372036854775807", "9223372036854775808", "-8999999999999999999",
+    "ba@", "a@b.", "a@b.c", "-", "+", ".", "1.", "e06046f2-", "2024-01-", "2024-01-01 10:",
 ]  # fmt: skip
 
 
@@ -775,9 +778,10 @@ FAST_SAMPLES = [
         "date", "timestamp", "time", "uuid", "email", "varchar(3)",
     ],
 )  # fmt: skip
-def test_fast_checks_accept_only_what_the_converter_returns_unchanged(spec):
+@pytest.mark.parametrize("possessive", [True, False])
+def test_fast_checks_accept_only_what_the_converter_returns_unchanged(spec, possessive):
     column_type = parse_column_spec(spec).type
-    check = fast_check(column_type)
+    check = fast_check(column_type, possessive=possessive)
     assert check is not None
     rng = random.Random(spec)
     alphabet = "0123456789+-.:eE T@abxz"
@@ -790,23 +794,6 @@ def test_fast_checks_accept_only_what_the_converter_returns_unchanged(spec):
     assert check.passes(["", ""])
     if check.pattern is not None:
         assert not check.passes(["1\n2"]) and not check.passes(["\n"])
-
-
-@pytest.mark.parametrize(
-    ("spec", "typical"),
-    [
-        ("integer", ["0", "-17", "123456"]),
-        ("numeric(10,2)", ["12.50", "-3", "99999999.99"]),
-        ("date", ["2024-02-28", "1999-12-01"]),
-        ("timestamp", ["2024-01-01 10:00:00", "2024-01-01T10:00:00.5"]),
-        ("email", ["user1@example.com", "a.b+c@mail.ex-ample.org", "X_Y@EXAMPLE.COM"]),
-        ("uuid", ["123e4567-e89b-12d3-a456-426614174000"]),
-    ],
-)
-def test_fast_checks_pass_typical_values_in_bulk(spec, typical):
-    # The bulk path must carry ordinary files; values it does not prove still convert.
-    check = fast_check(parse_column_spec(spec).type)
-    assert check is not None and check.passes(typical * 30)
 
 
 def test_bulk_and_one_by_one_conversion_agree(engine, owner, make_table):

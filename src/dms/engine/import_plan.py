@@ -115,16 +115,14 @@ class ImportPlan:
         if skip_header:
             next(records, None)
         smallest = size = min(batch_rows, FIRST_BATCH_ROWS)
-        first_end, read = 0, 0
         while chunk := list(islice(records, size)):
             last = chunk[-1]
-            if not read:
-                first_end = chunk[0].end_offset
-            read += len(chunk)
             size = min(batch_rows, size * 2)
-            if size_bytes is not None and read > 1 and last.end_offset > first_end:
-                # Records left, from the bytes left and the mean record length so far.
-                left = (size_bytes - last.end_offset) * (read - 1) / (last.end_offset - first_end)
+            span = last.end_offset - chunk[0].end_offset
+            if size_bytes is not None and size_bytes > last.end_offset and span > 0:
+                # Records left, from the bytes left and this batch's mean record length (recent
+                # records predict the next ones better than the file's first ones).
+                left = (size_bytes - last.end_offset) * (len(chunk) - 1) / span
                 size = max(min(size, int(left / 2)), smallest)
             # attrgetter and map keep the per-record work in C.
             rows: list[Any] = list(map(_FIELDS, chunk))

@@ -44,6 +44,8 @@ PROCESS_MIN_BYTES = 2 << 20  # below this, a child process costs more than it sa
 QUEUE_BATCHES = 2
 PIPE_BYTES = 1 << 20  # Linux's default cap for a pipe's buffer (fs.pipe-max-size)
 _END = ("end",)
+CHUNKS_PER_QUERY = 4  # 1 MiB each: short statements (no statement_timeout, no long snapshot)
+_DIALECT = PGDialect_psycopg()
 _FIRST_CHUNK = (
     select(upload_chunks.c.seq)
     .where(
@@ -54,29 +56,47 @@ _FIRST_CHUNK = (
     .limit(1)
     .scalar_subquery()
 )
-# Compiled once for psycopg: the reader streams with a driver cursor (binary, row by row).
-_CHUNKS_FROM = (
-    select(upload_chunks.c.start_offset, upload_chunks.c.data)
-    .where(upload_chunks.c.job_id == bindparam("job"), upload_chunks.c.seq >= _FIRST_CHUNK)
-    .order_by(upload_chunks.c.seq)
-    .compile(dialect=PGDialect_psycopg())
+# Compiled once for psycopg: the reader reads with a driver cursor, in binary.
+_FIRST_PAGE = (
+    select(upload_chunks.c.seq, upload_chunks.c.start_offset, upload_chunks.c.data)
+    .where(upload_chunks.c.job_id == bindparam("job"), upload_chunks.c.seq == _FIRST_CHUNK)
+    .compile(dialect=_DIALECT)
 )
+_NEXT_PAGE = (
+    select(upload_chunks.c.seq, upload_chunks.c.start_offset, upload_chunks.c.data)
+    .where(upload_chunks.c.job_id == bindparam("job"), upload_chunks.c.seq > bindparam("after"))
+    .order_by(upload_chunks.c.seq)
+    .limit(CHUNKS_PER_QUERY)
+    .compile(dialect=_DIALECT)
+)
+_FIRST_SQL, _NEXT_SQL = str(_FIRST_PAGE), str(_NEXT_PAGE)
 
 
 def stream_chunks(
     conn: psycopg.Connection[Any], job_id: str, offset: int
 ) -> Generator[bytes, None, None]:
-    """Return the upload's bytes from `offset` on, one chunk at a time (memory stays flat)."""
-    # Streamed in binary: bytea in text form is hex, twice the bytes to send and to decode.
-    params = _CHUNKS_FROM.construct_params({"job": job_id, "offset": offset})
+    """Return the upload's bytes from `offset` on, a chunk at a time (memory stays flat).
+
+    The chunk holding `offset` comes first on its own (the first batch waits for it), then a
+    few chunks per query: one statement for the whole upload would run as long as the import,
+    meet any statement_timeout and hold back VACUUM everywhere meanwhile.
+    """
+    # Binary: bytea in text form is hex, twice the bytes to send and to decode.
     with conn.cursor(binary=True) as cur:
-        skip = None
-        for start, data in cur.stream(str(_CHUNKS_FROM), params):
-            if skip is None:
-                skip = offset - start
-                yield bytes(data[skip:]) if skip else bytes(data)
-            else:
+        params = _FIRST_PAGE.construct_params({"job": job_id, "offset": offset})
+        rows = cur.execute(_FIRST_SQL, params).fetchall()
+        if not rows:
+            return
+        seq, start, data = rows[0]
+        yield bytes(data[offset - start :])
+        while True:
+            params = _NEXT_PAGE.construct_params({"job": job_id, "after": seq})
+            rows = cur.execute(_NEXT_SQL, params).fetchall()
+            for _, _, data in rows:
                 yield bytes(data)
+            if len(rows) < CHUNKS_PER_QUERY:
+                return
+            seq = rows[-1][0]
 
 
 def produce_batches(
@@ -115,7 +135,13 @@ class Reader:
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._thread.is_alive() or not self._queue.empty():
+                    continue
+                # Its thread always queues an end or an error: gone without one, it crashed.
+                raise RuntimeError("reading the upload failed: the reader stopped") from None
             if isinstance(item, Batch):
                 yield item
             elif item == _END:
@@ -154,7 +180,7 @@ def open_reader(
     if remaining_bytes >= PROCESS_MIN_BYTES:
         try:
             return _ProcessReader(_connect_params(engine), args)
-        except OSError as exc:  # e.g. no process server possible here: slower, works
+        except (OSError, EOFError) as exc:  # no process server here (it died): slower, works
             log.warning("import reader process unavailable, reading in a thread: %s", exc)
     return _ThreadReader(engine, args)
 
@@ -192,9 +218,12 @@ _CONTEXT_LOCK = threading.Lock()
 
 def warm_up() -> None:
     """Start the reader processes' server now (once per process), not in the first big import."""
-    process = _context().Process(target=_nothing, daemon=True)
-    process.start()
-    process.join()
+    try:
+        process = _context().Process(target=_nothing, daemon=True)
+        process.start()
+        process.join()
+    except (OSError, EOFError) as exc:  # imports will read in a thread (see open_reader)
+        log.warning("import reader process server unavailable: %s", exc)
 
 
 def _nothing() -> None:
@@ -250,6 +279,8 @@ class _ProcessReader(Reader):
             self._process.join(timeout=5)
             code = self._process.exitcode
             self._put(("error", False, f"the reader process ended (exit code {code})"))
+        except BaseException as exc:  # noqa: BLE001 - e.g. MemoryError: the loader must hear
+            self._put(_failure(exc))
 
     def close(self) -> None:
         self._stop.set()
