@@ -51,6 +51,8 @@ def doc(
 
     `reads_table`: the view reads the caller's table named by the `table_name` query
     parameter, so the token check also reads that table's registry version (one round trip).
+    Not only documentation, then; it is safe on any view because Catalog.lookup uses what the
+    check read only for the same owner and table name it is asked for.
     """
 
     def wrap(view: F) -> F:
