@@ -153,9 +153,13 @@ def statements_for(url: str, table: Any, params: dict[str, str]) -> list[tuple[s
     return out
 
 
-def wrk(url: str, auth: str, script: str | None = None) -> tuple[float, float, float]:
-    """Drive `url` with wrk (2 threads, 8 connections); return req/s, p50 ms, p99 ms."""
-    cmd = ["wrk", "-t2", "-c8", f"-d{SECONDS}s", "--latency", "-H", f"Authorization: Bearer {auth}"]
+def wrk(
+    url: str, auth: str, script: str | None = None, connections: int = 8
+) -> tuple[float, float, float]:
+    """Drive `url` with wrk (8 connections, or 1: unloaded); return req/s, p50 ms, p99 ms."""
+    threads = min(2, connections)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{SECONDS}s", "--latency"]
+    cmd += ["-H", f"Authorization: Bearer {auth}"]
     if script:
         cmd += ["-s", script]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
@@ -184,7 +188,9 @@ def measure(
     proto: tuple[str, str] | None,
     lua: str | None = None,
 ) -> tuple[Any, ...]:
-    """Return loaded (req/s, p50, p99) and unloaded p50s of DMS, SQL and the prototype."""
+    """Return loaded (req/s, p50, p99), unloaded p50s of DMS, SQL and the prototype, and
+    the unloaded p50s of DMS and the prototype as a C client (wrk, one connection) sees them.
+    """
     method, path, body = request
     timers = [api_timer(base, auth, method, path, body), direct]
     if proto is not None:
@@ -192,7 +198,11 @@ def measure(
     p50s = paired_p50s(*timers)
     loaded = wrk(base + path, auth, lua)
     proto_loaded = wrk(proto[0] + proto[1], auth) if proto is not None else None
-    return (*loaded, *p50s[:2], p50s[2] if proto else None, proto_loaded)
+    # Python's http.client spends a few tenths of a ms a request on its own side; wrk's
+    # one-connection p50 is the server's (plus loopback), in C, like psycopg's client in SQL.
+    c_api = wrk(base + path, auth, lua, connections=1)[1]
+    c_proto = wrk(proto[0] + proto[1], auth, connections=1)[1] if proto is not None else None
+    return (*loaded, *p50s[:2], p50s[2] if proto else None, proto_loaded, c_api, c_proto)
 
 
 def main() -> None:
@@ -253,21 +263,28 @@ def report(rows: list[tuple[Any, ...]]) -> None:
     """Print the results: DMS loaded and unloaded, direct SQL, and the reference prototype."""
     print(
         f"\n{'scenario':40} {'req/s':>6} {'p50':>6} {'p99':>6} | {'API':>5} {'SQL':>5} "
-        f"{'over':>5} | {'proto':>5} {'p.over':>6} {'DMS-p':>5} {'p.req/s':>7}"
+        f"{'over':>5} | {'proto':>5} {'p.over':>6} {'DMS-p':>5} {'p.req/s':>7} | "
+        f"{'API(C)':>6} {'over(C)':>7} {'proto(C)':>8}"
     )
-    for name, rate, p50, p99, api, direct, proto, proto_loaded in rows:
+    for name, rate, p50, p99, api, direct, proto, proto_loaded, c_api, c_proto in rows:
         line = (
             f"{name:40} {rate:6.0f} {p50:6.2f} {p99:6.2f} | {api:5.2f} {direct:5.2f} "
             f"{api - direct:5.2f} |"
         )
         if proto is not None:
             line += f" {proto:5.2f} {proto - direct:6.2f} {api - proto:5.2f} {proto_loaded[0]:7.0f}"
+        else:
+            line += f" {'':5} {'':6} {'':5} {'':7}"
+        line += f" | {c_api:6.2f} {c_api - direct:7.2f}"
+        if c_proto is not None:
+            line += f" {c_proto:8.2f}"
         print(line)
     print(
         "\nms; req/s, p50 and p99 under wrk -t2 -c8; API/SQL/proto: unloaded p50 of DMS, the same"
         "\nSQL run directly with psycopg, and the reference prototype (bench/proto_app.py: Flask +"
         "\nCore + psycopg, no auth, no registry) under the same gunicorn; over = API - SQL,"
-        "\np.over = proto - SQL, DMS-p = API - proto."
+        "\np.over = proto - SQL, DMS-p = API - proto. (C): the unloaded p50 as wrk sees it with one"
+        "\nconnection (a client in C, as psycopg's is), over(C) = API(C) - SQL."
     )
 
 
