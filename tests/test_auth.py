@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import jwt as pyjwt
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from dms.auth import users as users_module
 from dms.engine.errors import ValidationFailed
@@ -359,3 +359,19 @@ def test_a_login_deletes_its_users_expired_logins(app, client, make_user):
             select(token_families.c.expires_at).where(token_families.c.user_id == user.id)
         ).all()
     assert len(left) == 1 and left[0].expires_at > datetime.now(UTC)
+
+
+def test_the_sweep_forgets_attempts_older_than_the_window(app):
+    engine = app.extensions["dms"].db.engine
+    names = [f"spray-{i}-{time.monotonic_ns()}" for i in range(3)]
+    old = datetime.now(UTC) - timedelta(seconds=301)
+    with engine.begin() as conn:
+        for name in names:
+            conn.execute(insert(login_failures).values(username=name, at=old))
+        conn.execute(insert(login_failures).values(username=names[0]))  # within the window
+    assert users_module.forget_old_attempts(engine, 300) >= 3
+    with engine.connect() as conn:
+        left = conn.execute(
+            select(login_failures.c.username).where(login_failures.c.username.in_(names))
+        ).scalars()
+        assert list(left) == [names[0]]

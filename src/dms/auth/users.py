@@ -256,6 +256,15 @@ def record_login(conn: Connection, login: VerifiedLogin) -> None:
         )
 
 
+def forget_old_attempts(engine: Engine, window_seconds: int) -> int:
+    """Delete login attempts older than the window (of every name); return how many."""
+    # An attempt's own statement prunes its name's old rows; names never tried again (a
+    # spray over many usernames) are left to this, which the periodic sweep runs.
+    since = datetime.now(UTC) - timedelta(seconds=window_seconds)
+    with engine.begin() as conn:
+        return conn.execute(delete(login_failures).where(login_failures.c.at <= since)).rowcount
+
+
 def warm_up() -> None:
     """Make the dummy hash now, so the first unknown-user login is not the slower one."""
     _dummy_hash()
