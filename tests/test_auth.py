@@ -13,6 +13,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import event, func, insert, select, update
 
+from dms.auth import tokens
 from dms.auth import users as users_module
 from dms.engine.errors import ValidationFailed
 from dms.tables import login_failures, token_families, users
@@ -336,7 +337,8 @@ def test_a_new_password_ends_every_login_and_the_same_one_ends_none(app, client,
     user, engine = make_user(), app.extensions["dms"].db.engine
     pair = login(client, user.username)
     users_module.set_password(engine, user.username, PASSWORD)  # unchanged: sessions live on
-    assert client.post(PROTECTED.replace("revoke", "refresh"), json={"refresh": pair["refresh"]})
+    refreshed = client.post("/api/token/refresh/", json={"refresh": pair["refresh"]})
+    assert refreshed.status_code == 200
     pair = login(client, user.username)
     users_module.set_password(engine, user.username, "a-brand-new-password")
     assert_401(client.post("/api/token/refresh/", json={"refresh": pair["refresh"]}))
@@ -344,7 +346,7 @@ def test_a_new_password_ends_every_login_and_the_same_one_ends_none(app, client,
     assert login(client, user.username, "a-brand-new-password")["access"]
 
 
-def test_a_login_deletes_its_users_expired_logins(app, client, make_user):
+def test_the_sweep_deletes_expired_logins_only(app, client, make_user):
     user, engine = make_user(), app.extensions["dms"].db.engine
     login(client, user.username)
     with engine.begin() as conn:
@@ -353,12 +355,52 @@ def test_a_login_deletes_its_users_expired_logins(app, client, make_user):
             .where(token_families.c.user_id == user.id)
             .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
-    login(client, user.username)
+    live = login(client, user.username)
+    assert tokens.forget_expired_logins(engine) >= 1
     with engine.connect() as conn:
         left = conn.execute(
             select(token_families.c.expires_at).where(token_families.c.user_id == user.id)
         ).all()
     assert len(left) == 1 and left[0].expires_at > datetime.now(UTC)
+    assert client.post("/api/token/refresh/", json={"refresh": live["refresh"]}).status_code == 200
+
+
+def test_a_login_whose_password_changed_meanwhile_gets_no_tokens(app, make_user):
+    # authenticate() checks the password outside the login's transaction: a new password
+    # committed in between must refuse the login, or a thief's login in flight outlives it.
+    user, engine = make_user(), app.extensions["dms"].db.engine
+    with app.app_context():
+        verified = users_module.authenticate(
+            engine, user.username, PASSWORD, max_failures=10, window_seconds=300
+        )
+        users_module.set_password(engine, user.username, "a-brand-new-password")
+        with pytest.raises(users_module.InvalidCredentials):
+            tokens.login(engine, verified, 7)
+    with engine.connect() as conn:
+        families = conn.execute(
+            select(func.count())
+            .select_from(token_families)
+            .where(token_families.c.user_id == user.id)
+        ).scalar_one()
+    assert families == 0
+
+
+def test_a_success_clears_its_own_and_earlier_attempts_not_later_ones(app, make_user):
+    user, engine = make_user(), app.extensions["dms"].db.engine
+    with app.app_context():
+        verified = users_module.authenticate(
+            engine, user.username, PASSWORD, max_failures=10, window_seconds=300
+        )
+        with engine.begin() as conn:  # an attempt begun after this one, not yet checked
+            conn.execute(insert(login_failures).values(username=user.username))
+        tokens.login(engine, verified, 7)
+    with engine.connect() as conn:
+        left = conn.execute(
+            select(func.count())
+            .select_from(login_failures)
+            .where(login_failures.c.username == user.username)
+        ).scalar_one()
+    assert left == 1
 
 
 def test_the_sweep_forgets_attempts_older_than_the_window(app):

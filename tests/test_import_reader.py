@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from flask import Flask
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 
 from dms.auth.users import User
 from dms.engine import import_reader
@@ -22,6 +22,7 @@ from dms.engine.catalog import Catalog, TableDef
 from dms.engine.ddl import Schemas
 from dms.engine.import_plan import FIRST_BATCH_ROWS, Batch, ImportPlan
 from dms.engine.import_reader import open_reader, produce_batches, stream_chunks
+from dms.tables import upload_chunks
 from tests.test_importing import FIELDS, csv_bytes, good, upload
 
 OPTIONS = {"encoding": "utf-8", "delimiter": ","}
@@ -217,3 +218,18 @@ def test_without_a_process_server_the_upload_is_read_in_a_thread(
         assert sum(batch.records for batch in reader) == 2000
     finally:
         reader.close()
+
+
+def test_chunks_deleted_while_being_read_are_an_error_not_an_early_end(engine, owner, make_table):
+    # The job's user deleted, or the job ended by another worker: the read stops with an
+    # error, where a silent end of file would cut the last record short and load it.
+    data = csv_bytes(*map(good, range(1, 301)))
+    job_id = upload(engine, owner, make_table(), data, chunk=1000)
+    with engine.connect() as conn:
+        driver: Any = conn.connection.driver_connection
+        pieces = stream_chunks(driver, job_id, 0, len(data))
+        first = next(pieces)
+        with engine.begin() as other:
+            other.execute(delete(upload_chunks).where(upload_chunks.c.job_id == job_id))
+        with pytest.raises(RuntimeError, match=f"ends at byte {len(first)} of {len(data)}"):
+            list(pieces)

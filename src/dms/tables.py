@@ -57,6 +57,7 @@ token_families = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
     Index("ix_dms_token_families_user_id", "user_id"),
+    Index("ix_dms_token_families_expires_at", "expires_at"),
 )
 
 refresh_tokens = Table(

@@ -19,7 +19,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from dms.auth.users import InvalidCredentials, User, VerifiedLogin, record_login
 from dms.engine.errors import DmsError, ValidationFailed
@@ -62,36 +61,46 @@ _START = insert(refresh_tokens).from_select(
 def login(engine: Engine, verified: VerifiedLogin, refresh_days: int) -> dict[str, str]:
     """Start a token family for a verified login and return its first access/refresh pair."""
     family, jti = uuid.uuid4().hex, str(uuid.uuid4())
-    try:
-        with engine.begin() as conn:  # the login's one transaction: bookkeeping and tokens
-            record_login(conn, verified)
-            # Expired logins are dead for good: their families (and, by cascade, refresh
-            # tokens) would otherwise pile up, one family a login and a token a refresh.
-            conn.execute(
-                delete(token_families).where(
-                    token_families.c.user_id == verified.user.id,
-                    token_families.c.expires_at < func.now(),
-                )
-            )
-            conn.execute(
-                _START,
-                {
-                    "family": family,
-                    "user_id": verified.user.id,
-                    "expires_at": datetime.now(UTC) + timedelta(days=refresh_days),
-                    "jti": jti,
-                },
-            )
-    except IntegrityError:  # the user was deleted since the password was checked
-        raise InvalidCredentials("invalid username or password") from None
+    with engine.begin() as conn:  # the login's one transaction: bookkeeping and tokens
+        # First, and under a share lock: the password just checked must still be the user's.
+        # A new password (or the user's deletion) committed since then refuses this login;
+        # one being made waits for it, then revokes its family. It also locks in the order
+        # those take (the user, then families), so none of them can deadlock with a login.
+        still = conn.execute(
+            select(users.c.id)
+            .where(users.c.id == verified.user.id, users.c.password_hash == verified.old_hash)
+            .with_for_update(read=True)
+        ).first()
+        if still is None:
+            raise InvalidCredentials("invalid username or password")
+        record_login(conn, verified)
+        conn.execute(
+            _START,
+            {
+                "family": family,
+                "user_id": verified.user.id,
+                "expires_at": datetime.now(UTC) + timedelta(days=refresh_days),
+                "jti": jti,
+            },
+        )
     return _pair(verified.user, family, jti)
+
+
+def forget_expired_logins(engine: Engine) -> int:
+    """Delete expired token families (their refresh tokens go with them); return how many."""
+    # Dead for good once expired, and otherwise there for ever: a family a login, a token a
+    # refresh. The periodic sweep runs this.
+    with engine.begin() as conn:
+        stale = delete(token_families).where(token_families.c.expires_at < func.now())
+        return conn.execute(stale).rowcount
 
 
 # Spend the old token, store its successor and read the user, in one statement. `used_at IS
 # NULL` makes it race-free: of two uses of one token, the second waits for the first's row
 # lock, then finds the token spent and changes nothing. A revoked or expired family spends
-# nothing either. The family is locked (key share) before the token, in the order a user's
-# deletion cascades (family, then tokens), so the two cannot deadlock.
+# nothing either. The family row is locked (FOR NO KEY UPDATE) before the token, in the order
+# a user's deletion cascades (family, then tokens), so the two cannot deadlock; a revoke in
+# progress is waited for, and then seen.
 _live_family = (
     select(token_families.c.id)
     .where(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -162,6 +161,7 @@ class VerifiedLogin:
     """A user whose password just verified, with the bookkeeping their login still owes."""
 
     user: User
+    attempt: int  # its row in dms_login_failures
     old_hash: str = field(repr=False)
     new_hash: str | None = field(repr=False)
 
@@ -171,11 +171,14 @@ class VerifiedLogin:
 # more than max_failures are checked in a window however many arrive together (counting first
 # and storing after the ~20 ms check let every attempt in flight through). The name's rows
 # older than the window go in the same statement, which keeps the table small.
+# The window's start, by the database's clock (the one `at` is stamped with): a web host whose
+# clock is off must not shorten the window, or erase other hosts' attempts.
+_SINCE = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, bindparam("window"))
 _expired = (
     delete(login_failures)
     .where(
         login_failures.c.username == bindparam("username"),
-        login_failures.c.at <= bindparam("since"),
+        login_failures.c.at <= _SINCE,
     )
     .cte("expired")
 )
@@ -190,7 +193,7 @@ _attempts = (
     select(func.count().label("attempts"))
     .where(
         login_failures.c.username == bindparam("username"),
-        login_failures.c.at > bindparam("since"),
+        login_failures.c.at > _SINCE,
     )
     .subquery()
 )
@@ -222,8 +225,7 @@ def authenticate(
         # (a NUL, say, cannot even be stored), but the answer takes as long as any other.
         _verify(None, password)
         raise InvalidCredentials("invalid username or password")
-    since = datetime.now(UTC) - timedelta(seconds=window_seconds)
-    params = {"username": username, "since": since}
+    params = {"username": username, "window": window_seconds}
     # Autocommit: each statement commits at once, and no transaction stays open while the
     # password hash is checked. Counted in PostgreSQL, so every process and host sees them.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -241,12 +243,18 @@ def authenticate(
         raise InvalidCredentials("invalid username or password")  # its attempt stays counted
     # Hashed here, before the login's transaction, because hashing is slow on purpose.
     new_hash = _hasher.hash(password) if _hasher.check_needs_rehash(row.password_hash) else None
-    return VerifiedLogin(_row_to_user(row), row.password_hash, new_hash)
+    return VerifiedLogin(_row_to_user(row), attempt, row.password_hash, new_hash)
 
 
 def record_login(conn: Connection, login: VerifiedLogin) -> None:
     """Clear the user's counted attempts and upgrade an outdated hash (caller's transaction)."""
-    conn.execute(delete(login_failures).where(login_failures.c.username == login.user.username))
+    # This attempt and the earlier ones; attempts begun since are someone else's to settle.
+    conn.execute(
+        delete(login_failures).where(
+            login_failures.c.username == login.user.username,
+            login_failures.c.id <= login.attempt,
+        )
+    )
     if login.new_hash is not None:
         # Only the hash just verified is replaced: a password set meanwhile stays.
         conn.execute(
@@ -260,9 +268,9 @@ def forget_old_attempts(engine: Engine, window_seconds: int) -> int:
     """Delete login attempts older than the window (of every name); return how many."""
     # An attempt's own statement prunes its name's old rows; names never tried again (a
     # spray over many usernames) are left to this, which the periodic sweep runs.
-    since = datetime.now(UTC) - timedelta(seconds=window_seconds)
     with engine.begin() as conn:
-        return conn.execute(delete(login_failures).where(login_failures.c.at <= since)).rowcount
+        stale = delete(login_failures).where(login_failures.c.at <= _SINCE)
+        return conn.execute(stale, {"window": window_seconds}).rowcount
 
 
 def warm_up() -> None:

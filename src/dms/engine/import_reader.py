@@ -73,30 +73,30 @@ _FIRST_SQL, _NEXT_SQL = str(_FIRST_PAGE), str(_NEXT_PAGE)
 
 
 def stream_chunks(
-    conn: psycopg.Connection[Any], job_id: str, offset: int
+    conn: psycopg.Connection[Any], job_id: str, offset: int, size: int | None = None
 ) -> Generator[bytes, None, None]:
     """Return the upload's bytes from `offset` on, a chunk at a time (memory stays flat).
 
     The chunk holding `offset` comes first on its own (the first batch waits for it), then a
     few chunks per query: one statement for the whole upload would run as long as the import,
-    meet any statement_timeout and hold back VACUUM everywhere meanwhile.
+    meet any statement_timeout and hold back VACUUM everywhere meanwhile. With `size` (the
+    upload's length), chunks that vanish meanwhile (the job's user deleted, the job ended by
+    another worker) are an error, not an end of file that would cut the last record short.
     """
     # Binary: bytea in text form is hex, twice the bytes to send and to decode.
     with conn.cursor(binary=True) as cur:
-        params = _FIRST_PAGE.construct_params({"job": job_id, "offset": offset})
-        rows = cur.execute(_FIRST_SQL, params).fetchall()
-        if not rows:
-            return
-        seq, start, data = rows[0]
-        yield bytes(data[offset - start :])
-        while True:
-            params = _NEXT_PAGE.construct_params({"job": job_id, "after": seq})
-            rows = cur.execute(_NEXT_SQL, params).fetchall()
-            for _, _, data in rows:
-                yield bytes(data)
-            if len(rows) < CHUNKS_PER_QUERY:
+        first = _FIRST_PAGE.construct_params({"job": job_id, "offset": offset})
+        read, rows = offset, cur.execute(_FIRST_SQL, first).fetchall()
+        while rows:
+            for _, start, data in rows:
+                yield bytes(data[offset - start :]) if start < offset else bytes(data)
+                read = start + len(data)
+            if size is not None and read >= size:
                 return
-            seq = rows[-1][0]
+            params = _NEXT_PAGE.construct_params({"job": job_id, "after": rows[-1][0]})
+            rows = cur.execute(_NEXT_SQL, params).fetchall()
+    if size is not None and read < size:
+        raise RuntimeError(f"the stored upload ends at byte {read} of {size}: it was deleted")
 
 
 def produce_batches(
@@ -110,7 +110,7 @@ def produce_batches(
 ) -> Generator[Batch, None, None]:
     """Return the converted batches of the upload from `start` = (offset, last line read)."""
     offset, line = start
-    chunks = stream_chunks(conn, job_id, offset)
+    chunks = stream_chunks(conn, job_id, offset, size_bytes)
     try:
         records = read_records(
             chunks,

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from dms.auth.tokens import forget_expired_logins
 from dms.auth.users import forget_old_attempts
 from dms.engine.import_sweep import drop_ended_uploads, reap_stale_jobs
 from dms.jobs.outbox import mark_queued, unsent
@@ -26,6 +27,7 @@ def sweep(svc: Services) -> tuple[list[str], list[int]]:
     mark_queued(svc.db.engine, mails)
     drop_ended_uploads(svc.db.engine)  # files a worker that died after the end left behind
     forget_old_attempts(svc.db.engine, int(svc.config["DMS_LOGIN_WINDOW_SECONDS"]))
+    forget_expired_logins(svc.db.engine)
     if jobs or mails:
         log.info("sweep re-queued jobs %s and mail %s", jobs, mails)
     return jobs, mails
