@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 
@@ -27,8 +28,12 @@ def accepts(port: int) -> bool:
 def answers_http(url: str) -> bool:
     """Return True when a GET of `url` answers 2xx or 3xx within a second."""
     try:
-        urllib.request.urlopen(url, timeout=1).read()
-    except OSError:  # refused, timed out, or an HTTP error status
+        with urllib.request.urlopen(url, timeout=1) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:  # an error status (503 while starting, say)
+        exc.close()  # it holds the response: left to the collector, an unclosed socket
+        return False
+    except OSError:  # refused or timed out
         return False
     return True
 

@@ -126,8 +126,8 @@ def served(database_url, tmp_path):
 
 @pytest.mark.parametrize("kind", ["gunicorn", "serve"])
 def test_no_server_banner_with_versions(served, kind):
-    response = urllib.request.urlopen(served(kind) + "/healthz")
-    server = response.headers.get("Server", "")
+    with urllib.request.urlopen(served(kind) + "/healthz") as response:  # closed: no stray socket
+        server = response.headers.get("Server", "")
     assert not any(ch.isdigit() for ch in server), server
 
 
@@ -137,7 +137,8 @@ def _token(base: str, username: str) -> str:
         data=json.dumps({"username": username, "password": "correct horse battery"}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    return json.load(urllib.request.urlopen(request))["access"]
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["access"]
 
 
 def test_upload_limit_holds_under_gunicorn_with_and_without_content_length(

@@ -29,7 +29,8 @@ def _call(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(base + path, data=body, headers=headers)
-    return json.load(urllib.request.urlopen(request, timeout=30))
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
 
 
 def test_make_run_sequence_serves_and_imports_with_the_inprocess_worker(tmp_path):
