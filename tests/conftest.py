@@ -277,7 +277,8 @@ def start_worker(
     """Return a factory of real worker processes on Redis; all are stopped after the test."""
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
+    with redis.Redis.from_url(redis_url) as client:  # closed: no socket left to the collector
+        client.flushdb()
     started: list[WorkerProcess] = []
 
     def factory(**env: str) -> WorkerProcess:

@@ -280,7 +280,8 @@ def rig(
         private_pg.start()  # a previous test failed during an outage
     if not private_redis.running():
         private_redis.start()
-    redis.Redis.from_url(private_redis.url).flushall()
+    with redis.Redis.from_url(private_redis.url) as client:
+        client.flushall()
     with scratch_database(private_pg.url, "dms_fault_", template=TEMPLATE) as url:
         system = Rig(tmp_path, private_pg, private_redis, url, password_hash)
         try:
