@@ -307,12 +307,13 @@ def test_failed_logins_sent_at_once_still_get_at_most_ten_password_checks(app, m
 @pytest.mark.parametrize("name", ["a\u0000b", "x" * 65, "admin\n", "a b", "é"])
 def test_a_username_no_user_can_have_answers_401_and_stores_nothing(app, client, name):
     engine = app.extensions["dms"].db.engine
+    # The newest attempt's id, not a row count: a sweep may delete old rows meanwhile.
+    newest = select(func.coalesce(func.max(login_failures.c.id), 0))
     with engine.connect() as conn:
-        before = conn.execute(select(func.count()).select_from(login_failures)).scalar_one()
+        before = conn.execute(newest).scalar_one()
     assert_401(client.post("/api/token/", json={"username": name, "password": "whatever1"}))
     with engine.connect() as conn:
-        after = conn.execute(select(func.count()).select_from(login_failures)).scalar_one()
-    assert after == before
+        assert conn.execute(newest).scalar_one() == before
 
 
 @pytest.mark.parametrize(
@@ -365,42 +366,39 @@ def test_the_sweep_deletes_expired_logins_only(app, client, make_user):
     assert client.post("/api/token/refresh/", json={"refresh": live["refresh"]}).status_code == 200
 
 
+def _checked_login(engine, user):
+    """Return `user`'s login as authenticate() leaves it: password checked, no tokens yet."""
+    return users_module.authenticate(
+        engine, user.username, PASSWORD, max_failures=10, window_seconds=300
+    )
+
+
+def _count(engine, table, where) -> int:
+    """Return how many rows of `table` match `where`."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table).where(where)).scalar_one()
+
+
 def test_a_login_whose_password_changed_meanwhile_gets_no_tokens(app, make_user):
     # authenticate() checks the password outside the login's transaction: a new password
     # committed in between must refuse the login, or a thief's login in flight outlives it.
     user, engine = make_user(), app.extensions["dms"].db.engine
     with app.app_context():
-        verified = users_module.authenticate(
-            engine, user.username, PASSWORD, max_failures=10, window_seconds=300
-        )
+        verified = _checked_login(engine, user)
         users_module.set_password(engine, user.username, "a-brand-new-password")
         with pytest.raises(users_module.InvalidCredentials):
             tokens.login(engine, verified, 7)
-    with engine.connect() as conn:
-        families = conn.execute(
-            select(func.count())
-            .select_from(token_families)
-            .where(token_families.c.user_id == user.id)
-        ).scalar_one()
-    assert families == 0
+    assert _count(engine, token_families, token_families.c.user_id == user.id) == 0
 
 
 def test_a_success_clears_its_own_and_earlier_attempts_not_later_ones(app, make_user):
     user, engine = make_user(), app.extensions["dms"].db.engine
     with app.app_context():
-        verified = users_module.authenticate(
-            engine, user.username, PASSWORD, max_failures=10, window_seconds=300
-        )
+        verified = _checked_login(engine, user)
         with engine.begin() as conn:  # an attempt begun after this one, not yet checked
             conn.execute(insert(login_failures).values(username=user.username))
         tokens.login(engine, verified, 7)
-    with engine.connect() as conn:
-        left = conn.execute(
-            select(func.count())
-            .select_from(login_failures)
-            .where(login_failures.c.username == user.username)
-        ).scalar_one()
-    assert left == 1
+    assert _count(engine, login_failures, login_failures.c.username == user.username) == 1
 
 
 def test_the_sweep_forgets_attempts_older_than_the_window(app):
