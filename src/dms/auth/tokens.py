@@ -20,7 +20,7 @@ from sqlalchemy import (
     update,
 )
 
-from dms.auth.users import InvalidCredentials, User, VerifiedLogin, record_login
+from dms.auth.users import InvalidCredentials, User, VerifiedLogin, record_login, upgrade_hash
 from dms.engine.errors import DmsError, ValidationFailed
 from dms.tables import refresh_tokens, token_families, user_tables, users
 
@@ -83,6 +83,7 @@ def login(engine: Engine, verified: VerifiedLogin, refresh_days: int) -> dict[st
                 "jti": jti,
             },
         )
+    upgrade_hash(engine, verified)
     return _pair(verified.user, family, jti)
 
 
@@ -186,16 +187,11 @@ _FAMILY = select(token_families.c.revoked_at, token_families.c.expires_at).where
 )
 
 
-def is_revoked(conn: Connection | Engine, family: object) -> bool:
+def is_revoked(conn: Connection, family: object) -> bool:
     """Return True unless `family` is a live login (exists, not revoked, not expired)."""
     if not isinstance(family, str):
         return True
-    if isinstance(conn, Engine):
-        with conn.connect() as own:
-            row = own.execute(_FAMILY, {"family": family}).first()
-    else:
-        row = conn.execute(_FAMILY, {"family": family}).first()
-    return _dead(row)
+    return _dead(conn.execute(_FAMILY, {"family": family}).first())
 
 
 def _dead(row: Any) -> bool:

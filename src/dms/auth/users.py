@@ -169,24 +169,13 @@ class VerifiedLogin:
 # An attempt is stored, and committed, before its password is checked, and counts as a failure
 # until the login succeeds. Of N attempts at once the k-th to commit counts at least k, so no
 # more than max_failures are checked in a window however many arrive together (counting first
-# and storing after the ~20 ms check let every attempt in flight through). The name's rows
-# older than the window go in the same statement, which keeps the table small.
+# and storing after the ~20 ms check let every attempt in flight through). Rows older than the
+# window never count; the periodic sweep deletes them (forget_old_attempts).
 # The window's start, by the database's clock (the one `at` is stamped with): a web host whose
 # clock is off must not shorten the window, or erase other hosts' attempts.
 _SINCE = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, bindparam("window"))
-_expired = (
-    delete(login_failures)
-    .where(
-        login_failures.c.username == bindparam("username"),
-        login_failures.c.at <= _SINCE,
-    )
-    .cte("expired")
-)
 _RECORD_ATTEMPT = (
-    insert(login_failures)
-    .values(username=bindparam("username"))
-    .returning(login_failures.c.id)
-    .add_cte(_expired)
+    insert(login_failures).values(username=bindparam("username")).returning(login_failures.c.id)
 )
 # The attempts in the window and the user, in one statement (the count comes back for no user).
 _attempts = (
@@ -229,7 +218,7 @@ def authenticate(
     # Autocommit: each statement commits at once, and no transaction stays open while the
     # password hash is checked. Counted in PostgreSQL, so every process and host sees them.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        attempt = conn.execute(_RECORD_ATTEMPT, params).scalar_one()
+        attempt = conn.execute(_RECORD_ATTEMPT, {"username": username}).scalar_one()
         row = conn.execute(_ATTEMPT, params).one()
         if row.attempts > max_failures:
             # Refused unchecked, so not a failed login: it must not prolong the lock-out.
@@ -247,15 +236,23 @@ def authenticate(
 
 
 def record_login(conn: Connection, login: VerifiedLogin) -> None:
-    """Clear the user's counted attempts and upgrade an outdated hash (caller's transaction)."""
-    # This attempt and the earlier ones; attempts begun since are someone else's to settle.
+    """Clear this attempt and the user's earlier ones (in the caller's transaction)."""
+    # Attempts begun since are someone else's to settle.
     conn.execute(
         delete(login_failures).where(
             login_failures.c.username == login.user.username,
             login_failures.c.id <= login.attempt,
         )
     )
-    if login.new_hash is not None:
+
+
+def upgrade_hash(engine: Engine, login: VerifiedLogin) -> None:
+    """Replace an outdated hash with the one `authenticate` made, after the login committed."""
+    # Its own short transaction: inside the login's, two logins of one user would each hold
+    # a share lock on the row and wait for the other's to update it (a deadlock).
+    if login.new_hash is None:
+        return
+    with engine.begin() as conn:
         # Only the hash just verified is replaced: a password set meanwhile stays.
         conn.execute(
             update(users)
@@ -266,8 +263,8 @@ def record_login(conn: Connection, login: VerifiedLogin) -> None:
 
 def forget_old_attempts(engine: Engine, window_seconds: int) -> int:
     """Delete login attempts older than the window (of every name); return how many."""
-    # An attempt's own statement prunes its name's old rows; names never tried again (a
-    # spray over many usernames) are left to this, which the periodic sweep runs.
+    # They never count again, but would stay for ever (a spray over many usernames leaves
+    # rows for each): the periodic sweep runs this.
     with engine.begin() as conn:
         stale = delete(login_failures).where(login_failures.c.at <= _SINCE)
         return conn.execute(stale, {"window": window_seconds}).rowcount

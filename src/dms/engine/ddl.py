@@ -38,7 +38,7 @@ from dms.engine.errors import (
     UniqueViolation,
     ValidationFailed,
 )
-from dms.engine.identifiers import validate_identifier
+from dms.engine.identifiers import name_of, validate_identifier
 from dms.engine.jsonvalues import plain_decimal
 from dms.engine.locks import lock_owner, set_lock_timeout, try_lock_table
 from dms.engine.types import ColumnSpec, ColumnType, parse_column_spec
@@ -481,9 +481,7 @@ def _column_name(name: object) -> str:
     """Return an existing column's name as looked up: ASCII lower-cased, like stored names."""
     if not isinstance(name, str):
         raise ValidationFailed("column_name must be a string", errors={"column_name": ["required"]})
-    # str.lower() maps some non-ASCII letters to ASCII (the Kelvin sign to "k"): such a name
-    # must not reach column "k". Stored names are ASCII, so a non-ASCII one matches nothing.
-    return name.lower() if name.isascii() else name
+    return name_of(name)
 
 
 def _column_values(spec: ColumnSpec) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from dms.engine.errors import ConversionError, InvalidRequest, LimitExceeded, ValidationFailed
+from dms.engine.identifiers import name_of
 from dms.engine.read_params import bad_param
 from dms.engine.types import TYPES, ColumnType
 
@@ -216,12 +217,6 @@ class _Walker:
             return ("false",)
         index = self.value("%" + _escape_like(_text("search", text)) + "%")
         return ("search", tuple(names), (index,) * len(names))
-
-
-def name_of(key: object) -> str:
-    """Return a request's column or operator name as compared: ASCII lower-cased (SPEC §2)."""
-    text = key if isinstance(key, str) else str(key)
-    return text.lower() if text.isascii() else text
 
 
 def unknown_column(param: str, key: object) -> InvalidRequest:

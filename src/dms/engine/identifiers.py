@@ -65,3 +65,13 @@ def validate_identifier(name: object, kind: str) -> str:
         if lowered in SYSTEM_COLUMNS:
             raise InvalidName(f"column name {lowered!r} is a system column")
     return lowered
+
+
+def name_of(key: object) -> str:
+    """Return a name given by a request or file as compared with stored ones: ASCII lower-cased.
+
+    str.lower() maps some non-ASCII letters to ASCII (the Kelvin sign to "k"); stored names are
+    ASCII, so a non-ASCII name must stay as it is and match nothing.
+    """
+    text = key if isinstance(key, str) else str(key)
+    return text.lower() if text.isascii() else text

@@ -173,11 +173,11 @@ class Reader:
 
 def open_reader(
     engine: Engine, job_id: str, start: tuple[int, int], options: dict[str, Any], plan: ImportPlan,
-    batch_rows: int, remaining_bytes: int,
+    batch_rows: int, size_bytes: int,
 ) -> Reader:  # fmt: skip
     """Return a reader of the upload from `start`: a child process for big remainders."""
-    args = (job_id, start, options, plan, batch_rows, start[0] + remaining_bytes)
-    if remaining_bytes >= PROCESS_MIN_BYTES:
+    args = (job_id, start, options, plan, batch_rows, size_bytes)
+    if size_bytes - start[0] >= PROCESS_MIN_BYTES:
         try:
             return _ProcessReader(_connect_params(engine), args)
         except (OSError, EOFError) as exc:  # no process server here (it died): slower, works

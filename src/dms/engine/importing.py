@@ -125,7 +125,7 @@ class _Run:
         self.attempt: int | None = None
         self.job_locked = False
         self.table_locked: int | None = None
-        self.max_attempts = MAX_ATTEMPTS
+        self.max_attempts = MAX_ATTEMPTS  # run_import sets the caller's
 
     # --- claim ----------------------------------------------------------------------------
 
@@ -218,9 +218,8 @@ class _Run:
 
     def _reader(self, job: Any, plan: ImportPlan) -> Reader:
         start = (int(job.checkpoint_offset), int(job.checkpoint_line))
-        remaining = int(job.size_bytes) - start[0]
         return open_reader(
-            self.engine, self.job_id, start, job.options, plan, self.batch_rows, remaining
+            self.engine, self.job_id, start, job.options, plan, self.batch_rows, int(job.size_bytes)
         )
 
     def _load_in_batches(self, job: Any, table: TableDef, plan: ImportPlan) -> ImportOutcome:

@@ -23,7 +23,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from dms.engine import cursor as cursors
-from dms.engine.filters import MAX_DEPTH, MAX_TERMS, Columns, build, name_of, unknown_column, walk
+from dms.engine.filters import MAX_DEPTH, MAX_TERMS, Columns, build, unknown_column, walk
+from dms.engine.identifiers import name_of
 from dms.engine.read_params import ReadParams, parse_read_params
 from dms.engine.types import TYPES, ColumnType
 

@@ -22,6 +22,7 @@ from dms.engine.errors import (
     RateLimited,
     ValidationFailed,
 )
+from dms.engine.identifiers import name_of
 from dms.engine.import_sweep import ACTIVE
 from dms.tables import import_jobs, upload_chunks
 
@@ -70,9 +71,7 @@ def check_header(table: TableDef, head: bytes, options: UploadOptions) -> dict[s
     header = next(read_records([head], encoding=encoding, delimiter=delimiter), None)
     if header is None or header.fields is None:
         raise InvalidRequest("the file is empty: it needs a header row naming columns")
-    # ASCII lower-casing only: str.lower() turns the Kelvin sign into "k", which is not a
-    # spelling of column k (stored names are ASCII, so a non-ASCII name matches nothing).
-    names = [n.lower() if n.isascii() else n for n in (f.strip() for f in header.fields)]
+    names = [name_of(field.strip()) for field in header.fields]
     known = {c.name for c in table.columns}
     errors: dict[str, list[str]] = {}
     seen: set[str] = set()

@@ -13,7 +13,7 @@ from functools import cache
 import dramatiq
 from flask import Flask
 
-from dms.config import DEFAULTS
+from dms.config import DEFAULTS, from_environment
 from dms.engine.import_reader import warm_up
 from dms.jobs.actors import declare_actors
 from dms.jobs.broker import build_broker
@@ -38,10 +38,9 @@ class SweeperMiddleware(dramatiq.Middleware):
         start_sweeper(lambda: worker_app().extensions["dms"], config["DMS_SWEEP_INTERVAL_SECONDS"])
 
 
-broker = build_broker(
-    os.environ.get("DMS_BROKER_URL"),
-    int(os.environ.get("DMS_WORKER_IDLE_POLL_MS") or DEFAULTS["DMS_WORKER_IDLE_POLL_MS"]),
-)
+# Read as the app reads them (defaults, then the environment), before any app exists.
+_settings = {**DEFAULTS, **from_environment(os.environ)}
+broker = build_broker(_settings["DMS_BROKER_URL"], int(_settings["DMS_WORKER_IDLE_POLL_MS"]))
 broker.add_middleware(SweeperMiddleware())
 dramatiq.set_broker(broker)
 actors = declare_actors(broker, worker_app)

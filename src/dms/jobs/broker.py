@@ -7,7 +7,6 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 QUEUE = "dms"
-DEFAULT_IDLE_POLL_MS = 50
 
 
 class PromptRedisBroker(RedisBroker):
@@ -19,7 +18,7 @@ class PromptRedisBroker(RedisBroker):
     one small Lua call, so twenty a second per idle worker costs Redis next to nothing.
     """
 
-    def __init__(self, *, idle_poll_ms: int = DEFAULT_IDLE_POLL_MS, **options: object) -> None:
+    def __init__(self, *, idle_poll_ms: int, **options: object) -> None:
         super().__init__(**options)
         self.idle_poll_ms = max(1, idle_poll_ms)
 
@@ -28,7 +27,7 @@ class PromptRedisBroker(RedisBroker):
         return super().consume(queue_name, prefetch, min(timeout, self.idle_poll_ms))
 
 
-def build_broker(url: str | None, idle_poll_ms: int = DEFAULT_IDLE_POLL_MS) -> dramatiq.Broker:
+def build_broker(url: str | None, idle_poll_ms: int) -> dramatiq.Broker:
     """Return a Redis broker for `url`, or a StubBroker when it is empty."""
     if url:
         # heartbeat: a worker silent this long is presumed dead and its messages are requeued.
