@@ -77,6 +77,7 @@ def gunicorn(
     workers: int = 4,
     extra_env: dict[str, str] | None = None,
     app: str = "dms:create_app()",
+    threads: int = 2,
 ) -> Iterator[str]:
     """Serve `app` under gunicorn with the README's production settings; yield its base URL."""
     port = free_port()
@@ -97,7 +98,7 @@ def gunicorn(
             "-k",
             "gthread",
             "--threads",
-            "2",
+            str(threads),
             "-b",
             f"127.0.0.1:{port}",
             "--log-level",

@@ -92,11 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             "DMS_VAR_DIR": str(folder / "var"),
             "DMS_ACCESS_TOKEN_MINUTES": "1440",
             "DMS_MAX_ACTIVE_IMPORTS": str(max(5, args.imports)),
-            "GUNICORN_CMD_ARGS": f"-k gthread --threads {args.web_threads}",
         }
         with (
             dramatiq_workers(2, env, folder) as worker_logs,
-            gunicorn(url, workers=2, extra_env=web_env) as base,
+            gunicorn(url, workers=2, extra_env=web_env, threads=args.web_threads) as base,
         ):
             run = Run(base, token(base), log_path)
             return soak(run, args, url, files, worker_logs)

@@ -33,7 +33,7 @@ class Run:
     """Everything the threads share: the server, the stop flag, counters and violations."""
 
     def __init__(self, base: str, auth: str, log_path: Path) -> None:
-        self.base, self.auth = base, auth
+        self.auth = auth
         self.netloc = urlparse(base).netloc
         self.stop = threading.Event()
         self.lock = threading.Lock()

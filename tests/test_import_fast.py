@@ -86,7 +86,7 @@ def test_blocks_with_a_partial_value_fail_either_way(spec, possessive):
         ("uuid", ["123e4567-e89b-12d3-a456-426614174000"]),
     ],
 )
-@pytest.mark.parametrize("possessive", [True, False])
+@pytest.mark.parametrize("possessive", FORMS)
 def test_fast_checks_pass_typical_values_in_bulk(spec, typical, possessive):
     # The bulk path must carry ordinary files; values it does not prove still convert.
     check = fast_check(parse_column_spec(spec).type, possessive=possessive)

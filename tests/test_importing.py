@@ -34,6 +34,7 @@ from dms.engine.locks import TABLE_LOCK_CLASS
 from dms.engine.types import parse_column_spec
 from dms.tables import import_jobs, outbox, upload_chunks
 from tests.scratchdb import scratch_database
+from tests.test_import_fast import FORMS
 
 FIELDS = {
     "name": "text",
@@ -778,7 +779,7 @@ FAST_SAMPLES = [
         "date", "timestamp", "time", "uuid", "email", "varchar(3)",
     ],
 )  # fmt: skip
-@pytest.mark.parametrize("possessive", [True, False])
+@pytest.mark.parametrize("possessive", FORMS)
 def test_fast_checks_accept_only_what_the_converter_returns_unchanged(spec, possessive):
     column_type = parse_column_spec(spec).type
     check = fast_check(column_type, possessive=possessive)
