@@ -21,9 +21,12 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The links the service gives out (status_url, the error report in mails, the login hint)
+# name where `make run` listens, unless DMS_PUBLIC_URL is set (say, behind a proxy).
+run: export DMS_PUBLIC_URL ?= http://$(HOST):$(PORT)
 run: install
 	$(BIN)/flask --app dms db upgrade
-	$(BIN)/flask --app dms users ensure-admin --url http://$(HOST):$(PORT)
+	$(BIN)/flask --app dms users ensure-admin
 	@echo "Serving on http://$(HOST):$(PORT) (Ctrl-C stops it)"
 	$(BIN)/flask --app dms serve --host $(HOST) --port $(PORT)
 

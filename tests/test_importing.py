@@ -428,6 +428,26 @@ def test_rows_postgresql_refuses_are_isolated_and_rejected(engine, owner, make_t
     assert len(rows(engine, table, "id")) == 8
 
 
+def test_a_value_too_long_for_its_unique_index_is_a_row_error(engine, owner, make_table):
+    # PostgreSQL refuses a btree entry over ~2.7 kB (class 54, "program limit exceeded"): one
+    # such row is rejected like any refused row, not a failed job.
+    table = make_table({"name": "text unique", "qty": "integer"})
+    noise = "".join(random.Random(3).choices("abcdefghijklmnopqrstuvwxyz0123456789", k=20_000))
+    lines = [f"name {i},{i}" for i in range(1, 7)]
+    lines[2] = f"{noise},3"  # line 4: too long to index, and not compressible enough
+    job_id = upload(engine, owner, table, csv_bytes(*lines, header="name,qty"))
+    outcome = run_import(engine, Catalog(), job_id)
+    assert (outcome.status, outcome.rows_imported, outcome.rows_rejected) == (
+        "completed_with_errors",
+        5,
+        1,
+    )
+    found = errors(engine, job_id)
+    assert [(e[0], e[1]) for e in found] == [(4, None)]
+    assert "index row" in found[0][3]
+    assert len(rows(engine, table, "id")) == 5
+
+
 # --- resume, concurrency, cancel ------------------------------------------------------
 
 

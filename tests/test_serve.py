@@ -42,8 +42,10 @@ def test_make_run_sequence_serves_and_imports_with_the_inprocess_worker(tmp_path
     )
     flask = [str(Path(sys.executable).parent / "flask"), "--app", "dms"]
     port = free_port()
-    # As the Makefile runs them (it passes HOST and PORT, so the printed curl works).
-    for args in (["db", "upgrade"], ["users", "ensure-admin", "--url", f"http://127.0.0.1:{port}"]):
+    # As the Makefile runs them: it sets DMS_PUBLIC_URL from HOST and PORT, so the printed
+    # curl and every link the service gives out name where it listens.
+    env["DMS_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+    for args in (["db", "upgrade"], ["users", "ensure-admin"]):
         done = subprocess.run([*flask, *args], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
     assert f"curl -s -X POST http://127.0.0.1:{port}/api/token/" in done.stdout
@@ -75,6 +77,7 @@ def test_make_run_sequence_serves_and_imports_with_the_inprocess_worker(tmp_path
             token,
             "multipart/form-data; boundary=dmsboundary7",
         )
+        assert job["status_url"] == f"{base}/import/jobs/{job['job_id']}/"
         deadline = time.monotonic() + 60
         while True:
             status = _call(base, f"/import/jobs/{job['job_id']}/", token=token)

@@ -28,6 +28,13 @@ __all__ = ["Loader"]
 
 _DUPLICATE = "duplicate value for unique column {}"
 PROBE_AFTER_CONFLICT = 4
+# What PostgreSQL refuses about a row's values: a bad value, a constraint, or a value past one
+# of its limits (a unique or indexed text too long for a btree entry): each a row error.
+_REFUSALS = (
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    psycopg.errors.ProgramLimitExceeded,
+)
 
 
 class Loader:
@@ -76,7 +83,7 @@ class Loader:
                 return len(lines), errors
             except psycopg.errors.UniqueViolation:
                 self._probing = PROBE_AFTER_CONFLICT
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
+            except _REFUSALS:
                 pass  # not a duplicate: bisection below finds the row
         taken = self._taken(keys)
         if taken:
@@ -122,7 +129,7 @@ class Loader:
         try:
             with self.conn.begin_nested():
                 self._copy(data, len(lines))
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        except _REFUSALS as exc:
             rows = _split(data)
             if len(rows) == 1:
                 errors.append(self._refusal(lines[0], rows[0], exc))
